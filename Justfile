@@ -1,0 +1,19 @@
+# Recipes for normzoo. The README's commands stay plain cargo; these are shortcuts.
+
+# Run every test on the CPU backends (what CI runs).
+test:
+    cargo test --workspace --features ndarray
+
+# Format check, clippy with warnings as errors, and rustdoc without warnings.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --features ndarray -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features ndarray
+
+# Regenerate the PyTorch fixtures (needs `pip install torch`).
+fixtures:
+    python3 tests/fixtures/generate.py
+
+# Run the benchmarks.
+bench:
+    cargo bench --workspace

@@ -1,0 +1,402 @@
+//! Batch normalization, for inputs of rank 2 to 5 (PyTorch's `BatchNorm1d`, `2d` and `3d`).
+
+use burn::config::Config;
+use burn::module::{Content, DisplaySettings, Flag, Module, ModuleDisplay, Param, RunningState};
+use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{NormError, check, check_input};
+use crate::mode::StatsMode;
+use crate::stats::{Blend, Precision, params_or_identity, running_value, unbiased, update_running};
+
+/// Configuration of a [`BatchNorm`] layer. The defaults are PyTorch's.
+#[derive(Config, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// The number of channels `C` (axis 1 of the input). Must be greater than zero.
+    pub num_features: usize,
+    /// Added to the variance before the square root. Finite and positive. Default: `1e-5`.
+    #[config(default = 1e-5)]
+    pub eps: f64,
+    /// How far the running statistics move towards each batch's statistics, in `[0, 1]`:
+    /// `running = (1 − momentum)·running + momentum·batch`. `None` takes the cumulative moving
+    /// average instead (factor `1 / num_batches_tracked`). Default: `Some(0.1)`.
+    #[config(default = "Some(0.1)")]
+    pub momentum: Option<f64>,
+    /// Whether the layer has a learnable per-channel scale `γ` and shift `β`. Default: `true`.
+    #[config(default = true)]
+    pub affine: bool,
+    /// Whether the layer keeps running statistics for evaluation. Without them it normalizes
+    /// with the batch's statistics in evaluation too. Default: `true`.
+    #[config(default = true)]
+    pub track_running_stats: bool,
+}
+
+/// PyTorch's `BatchNorm1d` (input `[N, C]` or `[N, C, L]`): the same layer.
+pub type BatchNorm1d = BatchNorm;
+/// PyTorch's `BatchNorm2d` (input `[N, C, H, W]`): the same layer.
+pub type BatchNorm2d = BatchNorm;
+/// PyTorch's `BatchNorm3d` (input `[N, C, D, H, W]`): the same layer.
+pub type BatchNorm3d = BatchNorm;
+
+/// Batch normalization ([Ioffe & Szegedy, 2015](https://arxiv.org/abs/1502.03167)), with
+/// exactly the semantics of PyTorch's `torch.nn.BatchNorm1d/2d/3d`:
+///
+/// `y = (x − E[x]) / sqrt(Var[x] + ε) · γ + β`
+///
+/// with the statistics taken per channel over the batch and every spatial position (every axis
+/// but axis 1).
+///
+/// - **Training** normalizes with the batch mean and the *biased* batch variance, and moves the
+///   running statistics towards the batch mean and the *unbiased* batch variance (`·n/(n−1)`),
+///   as PyTorch does. (burn-nn's own `BatchNorm` stores the biased one: its running variance
+///   differs from PyTorch's by a factor `(n−1)/n`.) `num_batches_tracked` counts the updates.
+/// - **Evaluation** normalizes with `running_mean` and `running_var`, or with the batch's
+///   statistics when `track_running_stats` is off.
+/// - Which of the two runs is decided by [`StatsMode`]: by default burn's convention (train on an
+///   autodiff device unless [`valid`](Module::valid) turned the training flag off).
+///
+/// Field names follow burn-nn (`gamma`, `beta`, `running_mean`, `running_var`), so burn-store's
+/// PyTorch adapter maps `weight`/`bias` onto this struct without a remap table.
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use normzoo_norm::{BatchNormConfig, StatsMode};
+///
+/// let device = Device::default();
+/// let bn = BatchNormConfig::new(3).init(&device)?.with_mode(StatsMode::Train);
+/// let y = bn.forward(Tensor::<4>::ones([2, 3, 4, 4], &device));
+/// assert_eq!(y.dims(), [2, 3, 4, 4]);
+/// # Ok::<(), normzoo_norm::NormError>(())
+/// ```
+#[derive(Module, Debug)]
+#[module(custom_display)]
+pub struct BatchNorm {
+    /// The learnable per-channel scale `γ` (PyTorch's `weight`), `[C]`; `None` without affine.
+    pub gamma: Option<Param<Tensor<1>>>,
+    /// The learnable per-channel shift `β` (PyTorch's `bias`), `[C]`; `None` without affine.
+    pub beta: Option<Param<Tensor<1>>>,
+    /// The running mean, `[C]`, starting at 0; `None` without running statistics.
+    pub running_mean: Option<RunningState<Tensor<1>>>,
+    /// The running (unbiased) variance, `[C]`, starting at 1; `None` without running statistics.
+    pub running_var: Option<RunningState<Tensor<1>>>,
+    /// How many training batches updated the running statistics, `[1]`. Held as a float (burn
+    /// keeps running state in float tensors); exact up to 2²⁴ batches.
+    pub num_batches_tracked: Option<RunningState<Tensor<1>>>,
+    /// burn's training flag: turned off by [`Module::valid`].
+    pub training: Param<Flag>,
+    /// Forces train or eval behaviour; see [`StatsMode`].
+    #[module(skip)]
+    pub mode: StatsMode,
+    /// The number of channels `C`.
+    pub num_features: usize,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+    /// The running statistics' momentum; `None` for a cumulative moving average.
+    #[module(skip)]
+    pub momentum: Option<f64>,
+}
+
+impl BatchNormConfig {
+    /// Builds a [`BatchNorm`] layer: `γ = 1`, `β = 0`, `running_mean = 0`, `running_var = 1`,
+    /// `num_batches_tracked = 0`, as PyTorch initializes them.
+    ///
+    /// # Errors
+    ///
+    /// [`NormError::InvalidConfig`] when `num_features` is zero, `eps` is not finite and
+    /// positive, or `momentum` is outside `[0, 1]`.
+    pub fn init(&self, device: &Device) -> Result<BatchNorm, NormError> {
+        check::positive(LAYER, "num_features", self.num_features)?;
+        check::epsilon(LAYER, self.eps)?;
+        check::momentum(LAYER, self.momentum)?;
+
+        let channels = [self.num_features];
+        let (gamma, beta) = match self.affine {
+            true => (
+                Some(Param::from_tensor(Tensor::ones(channels, device))),
+                Some(Param::from_tensor(Tensor::zeros(channels, device))),
+            ),
+            false => (None, None),
+        };
+        let running = |value: Tensor<1>| self.track_running_stats.then(|| RunningState::new(value));
+        Ok(BatchNorm {
+            gamma,
+            beta,
+            running_mean: running(Tensor::zeros(channels, device)),
+            running_var: running(Tensor::ones(channels, device)),
+            num_batches_tracked: running(Tensor::zeros([1], device)),
+            training: Param::from_bool(true),
+            mode: StatsMode::Auto,
+            num_features: self.num_features,
+            eps: self.eps,
+            momentum: self.momentum,
+        })
+    }
+}
+
+const LAYER: &str = "BatchNorm";
+
+impl BatchNorm {
+    /// Normalizes `input` per channel.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[N, C]`, `[N, C, L]`, `[N, C, H, W]` or `[N, C, D, H, W]`
+    /// - output: the same as `input`
+    ///
+    /// # Panics
+    ///
+    /// With the message of [`try_forward`](Self::try_forward)'s error: when the rank is not 2 to
+    /// 5, axis 1 is not `num_features`, or batch statistics are needed and there is only one value
+    /// per channel.
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.try_forward(input)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// [`forward`](Self::forward), returning bad input as an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`NormError::InvalidInput`] for a rank outside 2 to 5, a channel count other than
+    /// `num_features`, or a single value per channel when batch statistics are needed (PyTorch:
+    /// "Expected more than 1 value per channel when training").
+    pub fn try_forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
+        let dims = input.dims();
+        check_input::rank(LAYER, &dims, 2..=5, "[N, C, *]")?;
+        check_input::channels(LAYER, &dims, self.num_features)?;
+
+        let training = self.is_training(&input.device());
+        if training || self.running_mean.is_none() {
+            let values_per_channel = dims[0] * dims[2..].iter().product::<usize>();
+            if values_per_channel <= 1 {
+                return Err(NormError::input(
+                    LAYER,
+                    format!(
+                        "Expected more than 1 value per channel when training, got input size {dims:?}"
+                    ),
+                ));
+            }
+            Ok(self.forward_batch_stats(input, training, values_per_channel))
+        } else {
+            Ok(self.forward_running_stats(input))
+        }
+    }
+
+    /// This layer with its train/eval behaviour forced (or returned to burn's convention with
+    /// [`StatsMode::Auto`]).
+    pub fn with_mode(mut self, mode: StatsMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether a forward pass on `device` takes the training path.
+    pub fn is_training(&self, device: &Device) -> bool {
+        self.mode.is_training(&self.training, device)
+    }
+
+    fn forward_batch_stats<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        update_running_stats: bool,
+        values_per_channel: usize,
+    ) -> Tensor<D> {
+        let precision = Precision::of(input.dtype());
+        let (gamma, beta) =
+            params_or_identity(&self.gamma, &self.beta, self.num_features, &input.device());
+        let result = batch_norm_train(
+            precision.widen(input),
+            precision.widen(gamma),
+            precision.widen(beta),
+            self.eps,
+        );
+        if update_running_stats {
+            self.update_running_stats(result.mean, result.variance, values_per_channel);
+        }
+        precision.restore(result.output)
+    }
+
+    fn update_running_stats(&self, mean: Tensor<1>, biased_var: Tensor<1>, n: usize) {
+        let (Some(running_mean), Some(running_var), Some(count)) = (
+            &self.running_mean,
+            &self.running_var,
+            &self.num_batches_tracked,
+        ) else {
+            return;
+        };
+        let tracked = count.value_sync().add_scalar(1.0);
+        count.update(tracked.clone());
+        let blend = match self.momentum {
+            Some(momentum) => Blend::Momentum(momentum),
+            None => Blend::Factor(tracked.recip().to_device(&mean.device())),
+        };
+        update_running(running_mean, mean, &blend);
+        update_running(running_var, unbiased(biased_var, n), &blend);
+    }
+
+    fn forward_running_stats<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let device = input.device();
+        let (gamma, beta) = params_or_identity(&self.gamma, &self.beta, self.num_features, &device);
+        batch_norm(
+            input,
+            gamma,
+            beta,
+            running_value(&self.running_mean, &device),
+            running_value(&self.running_var, &device),
+            self.eps,
+        )
+    }
+}
+
+impl ModuleDisplay for BatchNorm {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("num_features", &self.num_features)
+            .add("eps", &self.eps)
+            .add("momentum", &format!("{:?}", self.momentum))
+            .add("affine", &self.gamma.is_some())
+            .add("track_running_stats", &self.running_mean.is_some())
+            .optional()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_devices;
+    use burn::tensor::{TensorData, Tolerance};
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let device = Device::default();
+        let err = |config: BatchNormConfig| config.init(&device).unwrap_err().to_string();
+        assert_eq!(
+            err(BatchNormConfig::new(0)),
+            "BatchNorm: num_features must be greater than zero, got 0"
+        );
+        for eps in [0.0, -1e-5, f64::NAN, f64::INFINITY] {
+            assert!(
+                err(BatchNormConfig::new(3).with_eps(eps))
+                    .contains("eps must be finite and positive")
+            );
+        }
+        for momentum in [-0.1, 1.5, f64::NAN] {
+            assert!(
+                err(BatchNormConfig::new(3).with_momentum(Some(momentum)))
+                    .contains("momentum must be within [0, 1]")
+            );
+        }
+    }
+
+    #[test]
+    fn one_value_per_channel_is_refused_when_training() {
+        for device in test_devices() {
+            let bn = BatchNormConfig::new(3)
+                .init(&device)
+                .unwrap()
+                .with_mode(StatsMode::Train);
+            let err = bn
+                .try_forward(Tensor::<2>::ones([1, 3], &device))
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "BatchNorm: Expected more than 1 value per channel when training, got input size [1, 3]"
+            );
+            // Evaluation with running statistics needs no batch statistics.
+            let bn = bn.with_mode(StatsMode::Eval);
+            assert!(bn.try_forward(Tensor::<2>::ones([1, 3], &device)).is_ok());
+            // Without running statistics evaluation needs batch statistics too, as in PyTorch.
+            let bn = BatchNormConfig::new(3)
+                .with_track_running_stats(false)
+                .init(&device)
+                .unwrap()
+                .with_mode(StatsMode::Eval);
+            assert!(
+                bn.try_forward(Tensor::<4>::ones([1, 3, 1, 1], &device))
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_expected_and_actual() {
+        let device = Device::default();
+        let bn = BatchNormConfig::new(3).init(&device).unwrap();
+        let err = bn
+            .try_forward(Tensor::<3>::ones([2, 4, 5], &device))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "BatchNorm: expected input with 3 channels at dim 1, got 4 channels in input of shape [2, 4, 5]"
+        );
+        let err = bn.try_forward(Tensor::<1>::ones([3], &device)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "BatchNorm: expected a 2D to 5D input [N, C, *], got a 1D input of shape [3]"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "BatchNorm: expected input with 3 channels at dim 1")]
+    fn forward_panics_with_the_same_message() {
+        let device = Device::default();
+        let bn = BatchNormConfig::new(3).init(&device).unwrap();
+        bn.forward(Tensor::<2>::ones([2, 4], &device));
+    }
+
+    #[test]
+    fn training_follows_burns_convention_unless_forced() {
+        for device in test_devices() {
+            let bn = BatchNormConfig::new(2)
+                .init(&device.clone().autodiff())
+                .unwrap();
+            assert!(bn.is_training(&device.clone().autodiff()));
+            assert!(!bn.is_training(&device));
+            assert!(!bn.valid().is_training(&device.clone().autodiff()));
+            let forced = bn.with_mode(StatsMode::Train);
+            assert!(forced.is_training(&device));
+            assert!(
+                !forced
+                    .with_mode(StatsMode::Eval)
+                    .is_training(&device.autodiff())
+            );
+        }
+    }
+
+    /// `Train` mode on a plain device recalibrates the running statistics without a graph.
+    #[test]
+    fn forced_training_updates_running_stats_without_autodiff() {
+        for device in test_devices() {
+            let bn = BatchNormConfig::new(1)
+                .with_momentum(Some(0.5))
+                .init(&device)
+                .unwrap()
+                .with_mode(StatsMode::Train);
+            bn.forward(Tensor::<2>::from_floats([[1.0], [3.0]], &device));
+            let state =
+                |s: &Option<RunningState<Tensor<1>>>| s.as_ref().unwrap().value_sync().into_data();
+            // mean 2; unbiased variance 2 (the biased one is 1).
+            state(&bn.running_mean)
+                .assert_approx_eq::<f32>(&TensorData::from([1.0]), Tolerance::absolute(1e-6));
+            state(&bn.running_var)
+                .assert_approx_eq::<f32>(&TensorData::from([1.5]), Tolerance::absolute(1e-6));
+            state(&bn.num_batches_tracked)
+                .assert_approx_eq::<f32>(&TensorData::from([1.0]), Tolerance::absolute(0.0));
+        }
+    }
+
+    #[test]
+    fn display_shows_hyper_parameters_and_parameter_count() {
+        let bn = BatchNormConfig::new(3).init(&Device::default()).unwrap();
+        let shown = format!("{bn}");
+        assert!(shown.starts_with("BatchNorm {num_features: 3, eps: 0.00001, momentum: Some(0.1), affine: true, track_running_stats: true"), "{shown}");
+        assert!(shown.contains("params: "), "{shown}");
+    }
+}

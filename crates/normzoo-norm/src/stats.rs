@@ -1,0 +1,189 @@
+//! The statistics code every normalizer shares: precision handling, standardization over the
+//! last axis, the per-channel affine transform, and the running-statistics update.
+//!
+//! Each layer reshapes its input so that the values one statistic is taken over are contiguous
+//! in the last axis (`[N·G, C/G·S]` for GroupNorm, `[N·C, S]` for InstanceNorm, `[rows, K]` for
+//! LayerNorm and RmsNorm) and calls into this module; no layer repeats a reduction.
+
+use burn::module::{Param, RunningState};
+use burn::tensor::module::layer_norm;
+use burn::tensor::{DType, Device, FloatDType, Tensor};
+
+/// The precision statistics are computed in.
+///
+/// Half-precision inputs are widened to f32 before any reduction: a sum of squares over a large
+/// group overflows f16 (largest value 65504) and a mean over many values loses its low bits in
+/// f16 and bf16. PyTorch does the same (its CPU and CUDA kernels accumulate half inputs in f32).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Precision {
+    original: FloatDType,
+    widened: Option<FloatDType>,
+}
+
+impl Precision {
+    /// The precision to use for an input of `dtype`.
+    pub(crate) fn of(dtype: DType) -> Self {
+        let widened = matches!(dtype, DType::F16 | DType::BF16).then_some(FloatDType::F32);
+        Self {
+            original: dtype.into(),
+            widened,
+        }
+    }
+
+    /// `tensor` in the accumulation precision.
+    pub(crate) fn widen<const D: usize>(&self, tensor: Tensor<D>) -> Tensor<D> {
+        match self.widened {
+            Some(dtype) => tensor.cast(dtype),
+            None => tensor,
+        }
+    }
+
+    /// `tensor` back in the input's own precision.
+    pub(crate) fn restore<const D: usize>(&self, tensor: Tensor<D>) -> Tensor<D> {
+        match self.widened {
+            Some(_) => tensor.cast(self.original),
+            None => tensor,
+        }
+    }
+}
+
+/// `(x − mean) / sqrt(var + eps)` over the last axis, with the statistics it used.
+pub(crate) struct Standardized<const D: usize> {
+    /// The standardized input, in the input's precision.
+    pub output: Tensor<D>,
+    /// The mean over the last axis, `[.., 1]`, in the accumulation precision.
+    pub mean: Tensor<D>,
+    /// The biased (population) variance over the last axis, `[.., 1]`, in the accumulation
+    /// precision.
+    pub var: Tensor<D>,
+}
+
+/// Standardizes `x` over its last axis with the biased variance, as every PyTorch normalizer
+/// does.
+///
+/// Two passes (mean, then the mean of squared deviations) rather than `E[x²] − E[x]²`: the
+/// one-pass form cancels catastrophically when the mean is large against the spread (mean 1e4,
+/// std 0.1 loses every significant digit of the variance in f32).
+pub(crate) fn standardize<const D: usize>(x: Tensor<D>, eps: f64) -> Standardized<D> {
+    let precision = Precision::of(x.dtype());
+    let x = precision.widen(x);
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    let output = x.sub(mean.clone()).div(var.clone().add_scalar(eps).sqrt());
+    Standardized {
+        output: precision.restore(output),
+        mean,
+        var,
+    }
+}
+
+/// Layer normalization over the last axis, `(x − mean) / sqrt(var + eps) · γ + β`, through
+/// burn's fused `layer_norm` (on flex one vectorised pass per row with Welford's statistics,
+/// which stay exact for a large mean). Without `γ` the scale is the constant 1.
+pub(crate) fn layer_normalize<const D: usize>(
+    x: Tensor<D>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    eps: f64,
+) -> Tensor<D> {
+    let precision = Precision::of(x.dtype());
+    let width = x.dims()[D - 1];
+    let gamma = gamma.unwrap_or_else(|| Tensor::ones([width], &x.device()));
+    let output = layer_norm(
+        precision.widen(x),
+        precision.widen(gamma),
+        beta.map(|beta| precision.widen(beta)),
+        eps,
+    );
+    precision.restore(output)
+}
+
+/// `x / sqrt(mean(x²) + eps)` over the last axis (RMSNorm's statistic: no centering).
+pub(crate) fn rms_normalize<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let precision = Precision::of(x.dtype());
+    let x = precision.widen(x);
+    let mean_square = x.clone().square().mean_dim(D - 1);
+    precision.restore(x.div(mean_square.add_scalar(eps).sqrt()))
+}
+
+/// `x · γ + β` with `γ` and `β` running along axis `dim` of `x` (broadcast over every other
+/// axis). Either may be absent.
+pub(crate) fn scale_shift<const D: usize>(
+    x: Tensor<D>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    dim: usize,
+) -> Tensor<D> {
+    let along = |t: Tensor<1>| {
+        let mut shape = [1; D];
+        shape[dim] = t.dims()[0];
+        t.reshape(shape)
+    };
+    let x = match gamma {
+        Some(gamma) => x.mul(along(gamma)),
+        None => x,
+    };
+    match beta {
+        Some(beta) => x.add(along(beta)),
+        None => x,
+    }
+}
+
+/// The affine parameters as burn's fused batch-norm ops want them: always present, the
+/// constants 1 and 0 for a layer without affine.
+pub(crate) fn params_or_identity(
+    gamma: &Option<Param<Tensor<1>>>,
+    beta: &Option<Param<Tensor<1>>>,
+    channels: usize,
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>) {
+    (
+        gamma
+            .as_ref()
+            .map_or_else(|| Tensor::ones([channels], device), |g| g.val()),
+        beta.as_ref()
+            .map_or_else(|| Tensor::zeros([channels], device), |b| b.val()),
+    )
+}
+
+/// The running statistic's current value, on `device`.
+pub(crate) fn running_value(state: &Option<RunningState<Tensor<1>>>, device: &Device) -> Tensor<1> {
+    state
+        .as_ref()
+        .expect("evaluation with running statistics requires them")
+        .value_sync()
+        .to_device(device)
+}
+
+/// How far a running statistic moves towards the batch statistic in one update.
+// Built once per forward pass and dropped at its end: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Blend {
+    /// PyTorch's `momentum`: `running = (1 − m)·running + m·batch`.
+    Momentum(f64),
+    /// A factor held on the device, shape `[1]`: `1 / num_batches_tracked` for PyTorch's
+    /// cumulative moving average (`momentum=None`). Kept on the device so training never waits
+    /// for a host read.
+    Factor(Tensor<1>),
+}
+
+/// Moves `running` towards `batch` (both `[C]`) by `blend`, detached from any graph.
+pub(crate) fn update_running(running: &RunningState<Tensor<1>>, batch: Tensor<1>, blend: &Blend) {
+    let current = running.value_sync().to_device(&batch.device());
+    let batch = batch.detach().cast(current.dtype());
+    let updated = match blend {
+        Blend::Momentum(m) => current.mul_scalar(1.0 - m).add(batch.mul_scalar(*m)),
+        Blend::Factor(factor) => {
+            let factor = factor.clone().expand(current.dims());
+            current
+                .mul(factor.clone().neg().add_scalar(1.0))
+                .add(batch.mul(factor))
+        }
+    };
+    running.update(updated.detach());
+}
+
+/// The unbiased (Bessel-corrected) variance from the biased one over `n` values, which PyTorch
+/// stores in `running_var` while it normalizes with the biased one.
+pub(crate) fn unbiased(biased_var: Tensor<1>, n: usize) -> Tensor<1> {
+    biased_var.mul_scalar(n as f64 / (n as f64 - 1.0))
+}

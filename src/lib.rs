@@ -1,0 +1,33 @@
+//! # normzoo
+//!
+//! Every normalization layer with exactly PyTorch's semantics, for [Burn](https://burn.dev).
+//!
+//! - [`norm`]: BatchNorm (1d/2d/3d, running statistics), LayerNorm, channels-first LayerNorm2d
+//!   (ConvNeXt), GroupNorm, InstanceNorm and RMSNorm, plus [`norm::NormConfig`], which lets any
+//!   architecture take its normalizer by name (`"batch"`, `"group:32"`, `"none"`, …).
+//!
+//! The backend is chosen at run time through burn's `Device`; the cargo features `flex`
+//! (default), `ndarray` and `wgpu` decide which backends are compiled in.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use normzoo::norm::NormConfig;
+//!
+//! let device = Device::default();
+//! for name in ["batch", "group:8", "layer2d", "instance", "none"] {
+//!     let norm: NormConfig = name.parse()?;
+//!     let layer = norm.init(32, &device)?;
+//!     let y = layer.forward(Tensor::<4>::ones([4, 32, 8, 8], &device));
+//!     assert_eq!(y.dims(), [4, 32, 8, 8]);
+//! }
+//! # Ok::<(), normzoo::norm::NormError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub use normzoo_norm as norm;
+
+/// The README's examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
