@@ -227,6 +227,7 @@ impl BatchNorm {
         };
         let tracked = count.value_sync().add_scalar(1.0);
         count.update(tracked.clone());
+        count.value_sync(); // see `update_running`: keep the count saved with the statistics
         let blend = match self.momentum {
             Some(momentum) => Blend::Momentum(momentum),
             None => Blend::Factor(tracked.recip().to_device(&mean.device())),
@@ -395,8 +396,34 @@ mod tests {
     #[test]
     fn display_shows_hyper_parameters_and_parameter_count() {
         let bn = BatchNormConfig::new(3).init(&Device::default()).unwrap();
-        let shown = format!("{bn}");
-        assert!(shown.starts_with("BatchNorm {num_features: 3, eps: 0.00001, momentum: Some(0.1), affine: true, track_running_stats: true"), "{shown}");
-        assert!(shown.contains("params: "), "{shown}");
+        // params counts the running statistics too, as burn does (γ, β, mean, var: 4·3, + 1).
+        assert_eq!(
+            format!("{bn}"),
+            "BatchNorm {num_features: 3, eps: 0.00001, momentum: Some(0.1), affine: true, track_running_stats: true, params: 13}"
+        );
+    }
+
+    /// Saving right after a training step keeps that step's running statistics.
+    #[test]
+    fn record_right_after_training_keeps_the_last_update() {
+        for device in test_devices() {
+            let config = BatchNormConfig::new(2);
+            let bn = config.init(&device).unwrap().with_mode(StatsMode::Train);
+            bn.forward(Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 6.0]], &device));
+            let bytes = bn.clone().into_record().into_bytes().unwrap();
+            let record = burn::store::ModuleRecord::from_bytes(bytes).unwrap();
+            let loaded = config.init(&device).unwrap().load_record(record);
+            for (a, b) in [
+                (&bn.running_mean, &loaded.running_mean),
+                (&bn.running_var, &loaded.running_var),
+                (&bn.num_batches_tracked, &loaded.num_batches_tracked),
+            ] {
+                let (a, b) = (
+                    a.as_ref().unwrap().value_sync(),
+                    b.as_ref().unwrap().value_sync(),
+                );
+                assert_eq!(a.into_data(), b.into_data());
+            }
+        }
     }
 }

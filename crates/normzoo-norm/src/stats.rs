@@ -180,6 +180,12 @@ pub(crate) fn update_running(running: &RunningState<Tensor<1>>, batch: Tensor<1>
         }
     };
     running.update(updated.detach());
+    // burn's `RunningState` keeps an update pending until something syncs it, and saving a
+    // record (`into_record`) reads the synced value only: a checkpoint taken right after a
+    // training step would silently miss that step. Syncing now costs one small op; the price
+    // is that updates from several threads sharing this module no longer get averaged (the
+    // last one wins), which single-device training never sees.
+    running.value_sync();
 }
 
 /// The unbiased (Bessel-corrected) variance from the biased one over `n` values, which PyTorch
