@@ -4,7 +4,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use burn::module::Module;
+use burn::module::{DisplaySettings, Module, ModuleDisplay};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -321,9 +321,18 @@ impl FromStr for NormConfig {
 
 /// The identity: what [`NormConfig::None`] builds.
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct Identity {
     /// The channel count the architecture asked for (kept for display).
     pub num_features: usize,
+}
+
+impl ModuleDisplay for Identity {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
 }
 
 /// A normalizer chosen at run time, built by [`NormConfig::init`].
@@ -332,6 +341,7 @@ pub struct Identity {
 /// for batch, group and instance norm, `[N, C, H, W]` for `Layer2d`, channels last `[*, C]`
 /// for `Layer` and `Rms`.
 #[derive(Module, Debug)]
+#[module(custom_display)]
 #[allow(clippy::large_enum_variant)]
 pub enum Norm {
     /// No normalization.
@@ -389,6 +399,21 @@ impl Norm {
             Self::Batch(layer) => Self::Batch(layer.with_mode(mode)),
             Self::Instance(layer) => Self::Instance(layer.with_mode(mode)),
             other => other,
+        }
+    }
+}
+
+/// Shown as the layer it holds.
+impl ModuleDisplay for Norm {
+    fn format(&self, settings: DisplaySettings) -> String {
+        match self {
+            Self::Identity(layer) => layer.format(settings),
+            Self::Batch(layer) => layer.format(settings),
+            Self::Layer(layer) => layer.format(settings),
+            Self::Layer2d(layer) => layer.format(settings),
+            Self::Group(layer) => layer.format(settings),
+            Self::Instance(layer) => layer.format(settings),
+            Self::Rms(layer) => layer.format(settings),
         }
     }
 }
@@ -469,6 +494,18 @@ mod tests {
             "GroupNorm: num_channels (6) must be divisible by num_groups (4)"
         );
         assert!(NormConfig::None.init(0, &device).is_err());
+    }
+
+    #[test]
+    fn displays_as_the_layer_it_holds() {
+        let device = Device::default();
+        let norm = NormConfig::group(2).init(4, &device).unwrap();
+        assert_eq!(
+            format!("{norm}"),
+            "GroupNorm {num_groups: 2, num_channels: 4, eps: 0.00001, affine: true, params: 8}"
+        );
+        let none = NormConfig::None.init(4, &device).unwrap();
+        assert_eq!(format!("{none}"), "Identity {num_features: 4}");
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! Forward and forward + backward of every normalizer, ours next to burn-nn's own module where
+//! burn-nn has one, on the default CPU backend (flex), at the shapes of the performance issue.
+//!
+//! `cargo bench --bench norms` (add `-- GroupNorm` to run one layer). Throughput is reported in
+//! bytes read + written by the forward pass. Both run on the autodiff device, so BatchNorm and
+//! InstanceNorm take their training path.
+
+use burn::nn;
+use burn::tensor::{Device, Distribution, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use normzoo::norm::{
+    BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig, RmsNormConfig,
+};
+
+type Forward = Box<dyn Fn(Tensor<4>) -> Tensor<4>>;
+
+struct Case {
+    layer: &'static str,
+    shape: [usize; 4],
+    ours: Forward,
+    burn_nn: Forward,
+}
+
+fn cases(device: &Device) -> Vec<Case> {
+    let bn = BatchNormConfig::new(64).init(device).unwrap();
+    let bn_burn = nn::BatchNormConfig::new(64).init(device);
+    let ln = LayerNormConfig::new(vec![768]).init(device).unwrap();
+    let ln_burn = nn::LayerNormConfig::new(768).init(device);
+    let gn = GroupNormConfig::new(32, 128).init(device).unwrap();
+    let gn_burn = nn::GroupNormConfig::new(32, 128).init(device);
+    let inorm = InstanceNormConfig::new(64)
+        .with_affine(true)
+        .init(device)
+        .unwrap();
+    let inorm_burn = nn::InstanceNormConfig::new(64).init(device);
+    let rms = RmsNormConfig::new(vec![768]).init(device).unwrap();
+    let rms_burn = nn::RmsNormConfig::new(768).init(device);
+    vec![
+        Case {
+            layer: "BatchNorm",
+            shape: [64, 64, 32, 32],
+            ours: Box::new(move |x| bn.forward(x)),
+            burn_nn: Box::new(move |x| bn_burn.forward(x)),
+        },
+        Case {
+            layer: "LayerNorm",
+            shape: [32, 128, 1, 768],
+            ours: Box::new(move |x| ln.forward(x)),
+            burn_nn: Box::new(move |x| ln_burn.forward(x)),
+        },
+        Case {
+            layer: "GroupNorm",
+            shape: [16, 128, 32, 32],
+            ours: Box::new(move |x| gn.forward(x)),
+            burn_nn: Box::new(move |x| gn_burn.forward(x)),
+        },
+        Case {
+            layer: "InstanceNorm",
+            shape: [16, 64, 64, 64],
+            ours: Box::new(move |x| inorm.forward(x)),
+            burn_nn: Box::new(move |x| inorm_burn.forward(x)),
+        },
+        Case {
+            layer: "RmsNorm",
+            shape: [32, 128, 1, 768],
+            ours: Box::new(move |x| rms.forward(x)),
+            burn_nn: Box::new(move |x| rms_burn.forward(x)),
+        },
+    ]
+}
+
+fn bench_norms(c: &mut Criterion) {
+    let device = Device::flex().autodiff();
+    for case in cases(&device) {
+        let mut group = c.benchmark_group(case.layer);
+        let numel: usize = case.shape.iter().product();
+        group.throughput(Throughput::Bytes(2 * 4 * numel as u64));
+        group.sample_size(20);
+        let x = Tensor::<4>::random(case.shape, Distribution::Default, &device);
+        for (who, forward) in [("normzoo", &case.ours), ("burn-nn", &case.burn_nn)] {
+            group.bench_function(BenchmarkId::new("forward", who), |b| {
+                b.iter(|| {
+                    let y = forward(x.clone());
+                    y.device().sync().unwrap();
+                    y
+                })
+            });
+            group.bench_function(BenchmarkId::new("forward+backward", who), |b| {
+                b.iter(|| {
+                    let x = x.clone().require_grad();
+                    let grads = forward(x.clone()).sum().backward();
+                    x.grad(&grads).unwrap()
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_norms);
+criterion_main!(benches);
