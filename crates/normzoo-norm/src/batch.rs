@@ -2,12 +2,15 @@
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Flag, Module, ModuleDisplay, Param, RunningState};
-use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
-use crate::stats::{Blend, Precision, params_or_identity, running_value, unbiased, update_running};
+use crate::stats::{
+    Blend, Precision, init_affine, init_running_stats, normalize_with_running_stats,
+    params_or_identity, unbiased, update_running,
+};
 
 /// Configuration of a [`BatchNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -111,21 +114,15 @@ impl BatchNormConfig {
         check::epsilon(LAYER, self.eps)?;
         check::momentum(LAYER, self.momentum)?;
 
-        let channels = [self.num_features];
-        let (gamma, beta) = match self.affine {
-            true => (
-                Some(Param::from_tensor(Tensor::ones(channels, device))),
-                Some(Param::from_tensor(Tensor::zeros(channels, device))),
-            ),
-            false => (None, None),
-        };
-        let running = |value: Tensor<1>| self.track_running_stats.then(|| RunningState::new(value));
+        let (gamma, beta) = init_affine(self.affine, self.affine, self.num_features, device);
+        let (running_mean, running_var, num_batches_tracked) =
+            init_running_stats(self.track_running_stats, self.num_features, device);
         Ok(BatchNorm {
             gamma,
             beta,
-            running_mean: running(Tensor::zeros(channels, device)),
-            running_var: running(Tensor::ones(channels, device)),
-            num_batches_tracked: running(Tensor::zeros([1], device)),
+            running_mean,
+            running_var,
+            num_batches_tracked,
             training: Param::from_bool(true),
             mode: StatsMode::Auto,
             num_features: self.num_features,
@@ -180,7 +177,14 @@ impl BatchNorm {
             }
             Ok(self.forward_batch_stats(input, training, values_per_channel))
         } else {
-            Ok(self.forward_running_stats(input))
+            Ok(normalize_with_running_stats(
+                input,
+                &self.gamma,
+                &self.beta,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            ))
         }
     }
 
@@ -235,26 +239,11 @@ impl BatchNorm {
         update_running(running_mean, mean, &blend);
         update_running(running_var, unbiased(biased_var, n), &blend);
     }
-
-    fn forward_running_stats<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let device = input.device();
-        let (gamma, beta) = params_or_identity(&self.gamma, &self.beta, self.num_features, &device);
-        batch_norm(
-            input,
-            gamma,
-            beta,
-            running_value(&self.running_mean, &device),
-            running_value(&self.running_var, &device),
-            self.eps,
-        )
-    }
 }
 
 impl ModuleDisplay for BatchNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -361,6 +350,9 @@ mod tests {
             assert!(bn.is_training(&device.clone().autodiff()));
             assert!(!bn.is_training(&device));
             assert!(!bn.valid().is_training(&device.clone().autodiff()));
+            // A frozen layer (partial fine-tuning) evaluates on the training device.
+            let frozen = bn.clone().freeze();
+            assert!(!frozen.is_training(&device.clone().autodiff()));
             let forced = bn.with_mode(StatsMode::Train);
             assert!(forced.is_training(&device));
             assert!(

@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{scale_shift, standardize};
+use crate::stats::{init_affine, scale_shift, standardize};
 
 /// Configuration of a [`GroupNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -81,14 +81,7 @@ impl GroupNormConfig {
             ));
         }
         check::epsilon(LAYER, self.eps)?;
-        let channels = [self.num_channels];
-        let (gamma, beta) = match self.affine {
-            true => (
-                Some(Param::from_tensor(Tensor::ones(channels, device))),
-                Some(Param::from_tensor(Tensor::zeros(channels, device))),
-            ),
-            false => (None, None),
-        };
+        let (gamma, beta) = init_affine(self.affine, self.affine, self.num_channels, device);
         Ok(GroupNorm {
             gamma,
             beta,
@@ -140,9 +133,7 @@ impl GroupNorm {
 
 impl ModuleDisplay for GroupNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {

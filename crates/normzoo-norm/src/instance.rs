@@ -2,13 +2,13 @@
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Flag, Module, ModuleDisplay, Param, RunningState};
-use burn::tensor::module::batch_norm;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
 use crate::stats::{
-    Blend, params_or_identity, running_value, scale_shift, standardize, unbiased, update_running,
+    Blend, init_affine, init_running_stats, normalize_with_running_stats, scale_shift, standardize,
+    unbiased, update_running,
 };
 
 /// Configuration of an [`InstanceNorm`] layer. The defaults are PyTorch's.
@@ -108,21 +108,15 @@ impl InstanceNormConfig {
         check::positive(LAYER, "num_features", self.num_features)?;
         check::epsilon(LAYER, self.eps)?;
         check::momentum(LAYER, self.momentum)?;
-        let channels = [self.num_features];
-        let (gamma, beta) = match self.affine {
-            true => (
-                Some(Param::from_tensor(Tensor::ones(channels, device))),
-                Some(Param::from_tensor(Tensor::zeros(channels, device))),
-            ),
-            false => (None, None),
-        };
-        let running = |value: Tensor<1>| self.track_running_stats.then(|| RunningState::new(value));
+        let (gamma, beta) = init_affine(self.affine, self.affine, self.num_features, device);
+        let (running_mean, running_var, num_batches_tracked) =
+            init_running_stats(self.track_running_stats, self.num_features, device);
         Ok(InstanceNorm {
             gamma,
             beta,
-            running_mean: running(Tensor::zeros(channels, device)),
-            running_var: running(Tensor::ones(channels, device)),
-            num_batches_tracked: running(Tensor::zeros([1], device)),
+            running_mean,
+            running_var,
+            num_batches_tracked,
             training: Param::from_bool(true),
             mode: StatsMode::Auto,
             num_features: self.num_features,
@@ -164,7 +158,14 @@ impl InstanceNorm {
 
         let training = self.is_training(&input.device());
         if !(training || self.running_mean.is_none()) {
-            return Ok(self.forward_running_stats(input));
+            return Ok(normalize_with_running_stats(
+                input,
+                &self.gamma,
+                &self.beta,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            ));
         }
         let spatial: usize = dims[2..].iter().product();
         if spatial <= 1 {
@@ -219,26 +220,11 @@ impl InstanceNorm {
             &blend,
         );
     }
-
-    fn forward_running_stats<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let device = input.device();
-        let (gamma, beta) = params_or_identity(&self.gamma, &self.beta, self.num_features, &device);
-        batch_norm(
-            input,
-            gamma,
-            beta,
-            running_value(&self.running_mean, &device),
-            running_value(&self.running_var, &device),
-            self.eps,
-        )
-    }
 }
 
 impl ModuleDisplay for InstanceNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {

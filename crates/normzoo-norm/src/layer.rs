@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::layer_normalize;
+use crate::stats::{init_affine, layer_normalize};
 
 /// Configuration of a [`LayerNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -77,13 +77,12 @@ impl LayerNormConfig {
     pub fn init(&self, device: &Device) -> Result<LayerNorm, NormError> {
         check::shape(LAYER, "normalized_shape", &self.normalized_shape)?;
         check::epsilon(LAYER, self.eps)?;
-        let width = [self.normalized_shape.iter().product::<usize>()];
+        let width = self.normalized_shape.iter().product();
+        let affine = self.elementwise_affine;
+        let (gamma, beta) = init_affine(affine, affine && self.bias, width, device);
         Ok(LayerNorm {
-            gamma: self
-                .elementwise_affine
-                .then(|| Param::from_tensor(Tensor::ones(width, device))),
-            beta: (self.elementwise_affine && self.bias)
-                .then(|| Param::from_tensor(Tensor::zeros(width, device))),
+            gamma,
+            beta,
             normalized_shape: self.normalized_shape.clone(),
             eps: self.eps,
         })
@@ -130,9 +129,7 @@ impl LayerNorm {
 
 impl ModuleDisplay for LayerNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {

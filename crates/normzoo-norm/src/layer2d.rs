@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::layer_normalize;
+use crate::stats::{init_affine, layer_normalize};
 
 /// Configuration of a [`LayerNorm2d`] layer. The defaults are timm's and ConvNeXt's.
 #[derive(Config, Debug, PartialEq)]
@@ -71,13 +71,15 @@ impl LayerNorm2dConfig {
     pub fn init(&self, device: &Device) -> Result<LayerNorm2d, NormError> {
         check::positive(LAYER, "num_channels", self.num_channels)?;
         check::epsilon(LAYER, self.eps)?;
-        let channels = [self.num_channels];
+        let (gamma, beta) = init_affine(
+            self.affine,
+            self.affine && self.bias,
+            self.num_channels,
+            device,
+        );
         Ok(LayerNorm2d {
-            gamma: self
-                .affine
-                .then(|| Param::from_tensor(Tensor::ones(channels, device))),
-            beta: (self.affine && self.bias)
-                .then(|| Param::from_tensor(Tensor::zeros(channels, device))),
+            gamma,
+            beta,
             num_channels: self.num_channels,
             eps: self.eps,
         })
@@ -128,9 +130,7 @@ impl LayerNorm2d {
 
 impl ModuleDisplay for LayerNorm2d {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {

@@ -15,7 +15,8 @@ use burn::tensor::Device;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatsMode {
     /// Train on an autodiff device while the module's training flag is on (burn's convention:
-    /// [`Module::valid`](burn::module::Module::valid) turns it off); evaluate otherwise.
+    /// [`Module::valid`](burn::module::Module::valid) and
+    /// [`Module::freeze`](burn::module::Module::freeze) turn it off); evaluate otherwise.
     #[default]
     Auto,
     /// Always use batch statistics and update the running statistics (PyTorch's `.train()`).

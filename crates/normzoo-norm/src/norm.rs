@@ -4,7 +4,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use burn::module::{DisplaySettings, Module, ModuleDisplay};
+use burn::module::{DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -329,9 +329,7 @@ pub struct Identity {
 
 impl ModuleDisplay for Identity {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 }
 
@@ -390,6 +388,30 @@ impl Norm {
             Self::Instance(layer) => layer.try_forward(input),
             Self::Rms(layer) => layer.try_forward(input),
         }
+    }
+
+    /// This normalizer with its scale `γ` set to `value` in every channel: PyTorch's
+    /// `nn.init.constant_(norm.weight, value)`, e.g. 0 for the last normalizer of a residual
+    /// branch (ResNet's `zero_init_residual`). A normalizer without `γ` is returned unchanged.
+    pub fn with_scale(mut self, value: f32) -> Self {
+        let gamma = match &mut self {
+            Self::Identity(_) => return self,
+            Self::Batch(layer) => &mut layer.gamma,
+            Self::Layer(layer) => &mut layer.gamma,
+            Self::Layer2d(layer) => &mut layer.gamma,
+            Self::Group(layer) => &mut layer.gamma,
+            Self::Instance(layer) => &mut layer.gamma,
+            Self::Rms(layer) => &mut layer.gamma,
+        };
+        if let Some(old) = gamma.take() {
+            let old = old.val();
+            *gamma = Some(Param::from_tensor(Tensor::full(
+                old.dims(),
+                value,
+                &old.device(),
+            )));
+        }
+        self
     }
 
     /// Forces train or eval behaviour on a layer with running statistics (batch and instance
@@ -494,6 +516,26 @@ mod tests {
             "GroupNorm: num_channels (6) must be divisible by num_groups (4)"
         );
         assert!(NormConfig::None.init(0, &device).is_err());
+    }
+
+    #[test]
+    fn with_scale_sets_gamma_and_leaves_the_rest() {
+        let device = Device::default();
+        let norm = NormConfig::batch()
+            .init(3, &device)
+            .unwrap()
+            .with_scale(0.0);
+        let Norm::Batch(bn) = &norm else {
+            unreachable!()
+        };
+        let gamma = bn.gamma.as_ref().unwrap().val().into_data();
+        assert_eq!(gamma, burn::tensor::TensorData::from([0.0f32, 0.0, 0.0]));
+        let output = norm
+            .with_mode(StatsMode::Train)
+            .forward(Tensor::<2>::ones([2, 3], &device));
+        assert_eq!(output.abs().max().into_scalar::<f32>(), 0.0);
+        let none = NormConfig::None.init(3, &device).unwrap().with_scale(0.0);
+        assert!(matches!(none, Norm::Identity(_)));
     }
 
     #[test]

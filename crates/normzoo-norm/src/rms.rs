@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{rms_normalize, scale_shift};
+use crate::stats::{init_affine, rms_normalize, scale_shift};
 
 /// Configuration of an [`RmsNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -71,11 +71,10 @@ impl RmsNormConfig {
         if let Some(eps) = self.eps {
             check::epsilon(LAYER, eps)?;
         }
-        let width = [self.normalized_shape.iter().product::<usize>()];
+        let width = self.normalized_shape.iter().product();
+        let (gamma, _) = init_affine(self.elementwise_affine, false, width, device);
         Ok(RmsNorm {
-            gamma: self
-                .elementwise_affine
-                .then(|| Param::from_tensor(Tensor::ones(width, device))),
+            gamma,
             normalized_shape: self.normalized_shape.clone(),
             eps: self.eps,
         })
@@ -121,9 +120,7 @@ impl RmsNorm {
 
 impl ModuleDisplay for RmsNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {

@@ -6,7 +6,7 @@
 //! LayerNorm and RmsNorm) and calls into this module; no layer repeats a reduction.
 
 use burn::module::{Param, RunningState};
-use burn::tensor::module::layer_norm;
+use burn::tensor::module::{batch_norm, layer_norm};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 /// The precision statistics are computed in.
@@ -128,6 +128,69 @@ pub(crate) fn scale_shift<const D: usize>(
     }
 }
 
+/// A fresh learnable scale `γ = 1` (when `scale`) and shift `β = 0` (when `shift`) of
+/// `width` values, as PyTorch initializes every normalizer's `weight` and `bias`.
+pub(crate) fn init_affine(
+    scale: bool,
+    shift: bool,
+    width: usize,
+    device: &Device,
+) -> (Option<Param<Tensor<1>>>, Option<Param<Tensor<1>>>) {
+    (
+        scale.then(|| Param::from_tensor(Tensor::ones([width], device))),
+        shift.then(|| Param::from_tensor(Tensor::zeros([width], device))),
+    )
+}
+
+/// Fresh running statistics for `channels` channels when `track` is on: `running_mean = 0`,
+/// `running_var = 1` and `num_batches_tracked = 0`, as PyTorch initializes its buffers.
+#[allow(clippy::type_complexity)]
+pub(crate) fn init_running_stats(
+    track: bool,
+    channels: usize,
+    device: &Device,
+) -> (
+    Option<RunningState<Tensor<1>>>,
+    Option<RunningState<Tensor<1>>>,
+    Option<RunningState<Tensor<1>>>,
+) {
+    let state = |value: Tensor<1>| track.then(|| RunningState::new(value));
+    (
+        state(Tensor::zeros([channels], device)),
+        state(Tensor::ones([channels], device)),
+        state(Tensor::zeros([1], device)),
+    )
+}
+
+/// Normalizes `[N, C, *]` per channel with kept running statistics (evaluation of BatchNorm and
+/// of InstanceNorm with `track_running_stats`), through burn's fused inference `batch_norm`.
+pub(crate) fn normalize_with_running_stats<const D: usize>(
+    input: Tensor<D>,
+    gamma: &Option<Param<Tensor<1>>>,
+    beta: &Option<Param<Tensor<1>>>,
+    running_mean: &Option<RunningState<Tensor<1>>>,
+    running_var: &Option<RunningState<Tensor<1>>>,
+    eps: f64,
+) -> Tensor<D> {
+    let device = input.device();
+    let channels = input.dims()[1];
+    let (gamma, beta) = params_or_identity(gamma, beta, channels, &device);
+    let state = |s: &Option<RunningState<Tensor<1>>>| {
+        s.as_ref()
+            .expect("evaluation with running statistics requires them")
+            .value_sync()
+            .to_device(&device)
+    };
+    batch_norm(
+        input,
+        gamma,
+        beta,
+        state(running_mean),
+        state(running_var),
+        eps,
+    )
+}
+
 /// The affine parameters as burn's fused batch-norm ops want them: always present, the
 /// constants 1 and 0 for a layer without affine.
 pub(crate) fn params_or_identity(
@@ -143,15 +206,6 @@ pub(crate) fn params_or_identity(
         beta.as_ref()
             .map_or_else(|| Tensor::zeros([channels], device), |b| b.val()),
     )
-}
-
-/// The running statistic's current value, on `device`.
-pub(crate) fn running_value(state: &Option<RunningState<Tensor<1>>>, device: &Device) -> Tensor<1> {
-    state
-        .as_ref()
-        .expect("evaluation with running statistics requires them")
-        .value_sync()
-        .to_device(device)
 }
 
 /// How far a running statistic moves towards the batch statistic in one update.
