@@ -6,6 +6,9 @@
 //!   (ConvNeXt), GroupNorm, InstanceNorm and RMSNorm, plus [`norm::NormConfig`], which lets any
 //!   architecture take its normalizer by name (`"batch"`, `"group:32"`, `"none"`, …).
 //!
+//! - [`models`]: architectures that take a [`norm::NormConfig`]: an MLP and ResNet18
+//!   (torchvision's layout and the CIFAR variant), more to come.
+//!
 //! The backend is chosen at run time through burn's `Device`; the cargo features `flex`
 //! (default), `ndarray` and `wgpu` decide which backends are compiled in.
 //!
@@ -25,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub use normzoo_models as models;
 pub use normzoo_norm as norm;
 
 /// The README's examples, compiled and run as doc-tests.

@@ -1,0 +1,53 @@
+//! The error type of the architectures.
+
+use core::fmt;
+
+use normzoo_norm::NormError;
+
+/// Why an architecture could not be built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelError {
+    /// The normalizer does not apply to this architecture's features.
+    UnsupportedNorm {
+        /// The architecture, e.g. `"ResNet"`.
+        model: &'static str,
+        /// The normalizer's short name.
+        norm: String,
+        /// Why, and what to use instead.
+        reason: String,
+    },
+    /// A size or option is out of range.
+    InvalidConfig {
+        /// The architecture.
+        model: &'static str,
+        /// What was expected and what came.
+        message: String,
+    },
+    /// A normalizer refused its configuration (e.g. groups that do not divide the channels).
+    Norm(NormError),
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedNorm {
+                model,
+                norm,
+                reason,
+            } => write!(
+                f,
+                "{model}: the normalizer `{norm}` does not apply: {reason}"
+            ),
+            Self::InvalidConfig { model, message } => write!(f, "{model}: {message}"),
+            Self::Norm(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+impl From<NormError> for ModelError {
+    fn from(err: NormError) -> Self {
+        Self::Norm(err)
+    }
+}

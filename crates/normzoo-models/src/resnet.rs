@@ -1,0 +1,394 @@
+//! ResNet18 ([He et al., 2016](https://arxiv.org/abs/1512.03385)) in torchvision's layout, with
+//! a swappable normalizer.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use normzoo_norm::{Norm, NormConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// The first layers of a [`ResNet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResNetStem {
+    /// torchvision's: 7×7 convolution with stride 2, then 3×3 max-pool with stride 2 (for
+    /// 224×224 ImageNet images).
+    ImageNet,
+    /// The usual CIFAR one: 3×3 convolution with stride 1, no max-pool (for 32×32 images).
+    Cifar,
+}
+
+/// Configuration of a [`ResNet`] built from basic blocks (ResNet18 by default).
+#[derive(Config, Debug)]
+pub struct ResNetConfig {
+    /// The stem. Default: [`ResNetStem::ImageNet`].
+    #[config(default = "ResNetStem::ImageNet")]
+    pub stem: ResNetStem,
+    /// The number of classes. Default: 1000.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Basic blocks per stage. Default: `[2, 2, 2, 2]` (ResNet18).
+    #[config(default = "[2, 2, 2, 2]")]
+    pub blocks: [usize; 4],
+    /// Channels of the first stage; the others double it each time. Default: 64.
+    #[config(default = 64)]
+    pub width: usize,
+    /// The normalizer after every convolution. Default: `batch`. `layer` and `rms` do not apply
+    /// (they normalize the last axis; use `layer2d` or `group:1`).
+    #[config(default = "NormConfig::batch()")]
+    pub norm: NormConfig,
+    /// Start every residual branch's last normalizer with `γ = 0`, so each block starts as the
+    /// identity (torchvision's `zero_init_residual`). Default: `false`.
+    #[config(default = false)]
+    pub zero_init_residual: bool,
+}
+
+impl ResNetConfig {
+    /// torchvision's `resnet18(num_classes)`: 11,689,512 parameters at 1000 classes.
+    pub fn resnet18(num_classes: usize) -> Self {
+        Self::new().with_num_classes(num_classes)
+    }
+
+    /// ResNet18 for 32×32 images (CIFAR stem): 11,173,962 parameters at 10 classes.
+    pub fn resnet18_cifar(num_classes: usize) -> Self {
+        Self::new()
+            .with_stem(ResNetStem::Cifar)
+            .with_num_classes(num_classes)
+    }
+}
+
+/// A residual network of basic blocks, field for field torchvision's `ResNet` (`conv1`, `bn1`,
+/// `layer1` … `layer4`, `fc`; blocks `conv1`, `bn1`, `conv2`, `bn2`, `downsample`), so that
+/// weights map by name. The normalizers are [`Norm`]s: any [`NormConfig`] that applies to
+/// `[N, C, H, W]`.
+///
+/// Convolutions have no bias (the normalizer's shift takes its place, as in torchvision, also
+/// when the normalizer is `none`), and are initialised as torchvision does: Kaiming normal,
+/// fan-out, ReLU gain.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    /// The stem convolution.
+    pub conv1: Conv2d,
+    /// The stem normalizer.
+    pub bn1: Norm,
+    /// The stem max-pool (ImageNet stem only).
+    pub maxpool: Option<MaxPool2d>,
+    /// Stage 1 (`width` channels, stride 1).
+    pub layer1: Vec<BasicBlock>,
+    /// Stage 2 (2·`width` channels, stride 2).
+    pub layer2: Vec<BasicBlock>,
+    /// Stage 3 (4·`width` channels, stride 2).
+    pub layer3: Vec<BasicBlock>,
+    /// Stage 4 (8·`width` channels, stride 2).
+    pub layer4: Vec<BasicBlock>,
+    /// The classifier.
+    pub fc: Linear,
+}
+
+/// Two 3×3 convolutions with a residual connection:
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    /// The first convolution (carries the stage's stride).
+    pub conv1: Conv2d,
+    /// Its normalizer.
+    pub bn1: Norm,
+    /// The second convolution.
+    pub conv2: Conv2d,
+    /// Its normalizer (γ = 0 with `zero_init_residual`).
+    pub bn2: Norm,
+    /// The projection shortcut when the shape changes; the identity otherwise.
+    pub downsample: Option<Downsample>,
+}
+
+/// The projection shortcut: 1×1 convolution with the block's stride, then a normalizer
+/// (torchvision's `downsample.0` and `downsample.1`).
+#[derive(Module, Debug)]
+pub struct Downsample {
+    /// The 1×1 convolution.
+    pub conv: Conv2d,
+    /// Its normalizer.
+    pub bn: Norm,
+}
+
+const MODEL: &str = "ResNet";
+
+/// torchvision's `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
+fn conv(channels: [usize; 2], kernel: usize, stride: usize, device: &Device) -> Conv2d {
+    let pad = kernel / 2;
+    Conv2dConfig::new(channels, [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal {
+            gain: 2f64.sqrt(),
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+impl ResNetConfig {
+    /// Builds the network.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::UnsupportedNorm`] for `layer` and `rms`, [`ModelError::InvalidConfig`] for
+    /// zero classes or width, and the normalizer's own error (e.g. `group:G` with `G` not
+    /// dividing a stage's channels).
+    pub fn init(&self, device: &Device) -> Result<ResNet, ModelError> {
+        for (name, value) in [("num_classes", self.num_classes), ("width", self.width)] {
+            if value == 0 {
+                return Err(ModelError::InvalidConfig {
+                    model: MODEL,
+                    message: format!("{name} must be greater than zero, got 0"),
+                });
+            }
+        }
+        if let NormConfig::Layer { .. } | NormConfig::Rms { .. } = self.norm {
+            return Err(ModelError::UnsupportedNorm {
+                model: MODEL,
+                norm: self.norm.name(),
+                reason: "it normalizes the last axis, but a CNN's features are channels-first \
+                         [N, C, H, W]: use `layer2d` (over channels, as ConvNeXt) or `group:1` \
+                         (over C, H and W)"
+                    .into(),
+            });
+        }
+        let norm = |channels: usize| self.norm.init(channels, device);
+        let (conv1, maxpool) = match self.stem {
+            ResNetStem::ImageNet => (
+                conv([3, self.width], 7, 2, device),
+                Some(
+                    MaxPool2dConfig::new([3, 3])
+                        .with_strides([2, 2])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .init(),
+                ),
+            ),
+            ResNetStem::Cifar => (conv([3, self.width], 3, 1, device), None),
+        };
+        let mut channels = self.width;
+        let mut stages = Vec::with_capacity(4);
+        for (stage, &num_blocks) in self.blocks.iter().enumerate() {
+            let (out, stride) = match stage {
+                0 => (self.width, 1),
+                _ => (channels * 2, 2),
+            };
+            let mut blocks = Vec::with_capacity(num_blocks);
+            for i in 0..num_blocks {
+                let (d_in, stride) = if i == 0 { (channels, stride) } else { (out, 1) };
+                let downsample = (stride != 1 || d_in != out)
+                    .then(|| -> Result<_, ModelError> {
+                        Ok(Downsample {
+                            conv: conv([d_in, out], 1, stride, device),
+                            bn: norm(out)?,
+                        })
+                    })
+                    .transpose()?;
+                let bn2 = norm(out)?;
+                blocks.push(BasicBlock {
+                    conv1: conv([d_in, out], 3, stride, device),
+                    bn1: norm(out)?,
+                    conv2: conv([out, out], 3, 1, device),
+                    bn2: match self.zero_init_residual {
+                        true => bn2.with_scale(0.0),
+                        false => bn2,
+                    },
+                    downsample,
+                });
+            }
+            channels = out;
+            stages.push(blocks);
+        }
+        let [layer1, layer2, layer3, layer4] =
+            <[Vec<BasicBlock>; 4]>::try_from(stages).expect("four stages");
+        Ok(ResNet {
+            conv1,
+            bn1: norm(self.width)?,
+            maxpool,
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            fc: LinearConfig::new(channels, self.num_classes).init(device),
+        })
+    }
+}
+
+impl ResNet {
+    /// The logits for a batch of images.
+    ///
+    /// # Shapes
+    ///
+    /// - `images`: `[N, 3, H, W]`
+    /// - output: `[N, num_classes]`
+    ///
+    /// # Panics
+    ///
+    /// When the images do not have 3 channels, or a normalizer refuses its input (BatchNorm
+    /// training on one value per channel, InstanceNorm on a 1×1 feature map).
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let x = match &self.maxpool {
+            Some(pool) => pool.forward(x),
+            None => x,
+        };
+        let x = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .flatten()
+            .fold(x, |x, block| block.forward(x));
+        // Global average pooling (torchvision's AdaptiveAvgPool2d((1, 1)) + flatten).
+        let [n, c, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
+        self.fc.forward(pooled)
+    }
+}
+
+impl BasicBlock {
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[N, C_in, H, W]`
+    /// - output: `[N, C_out, H / stride, W / stride]`
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let shortcut = match &self.downsample {
+            Some(down) => down.bn.forward(down.conv.forward(input.clone())),
+            None => input.clone(),
+        };
+        let x = relu(self.bn1.forward(self.conv1.forward(input)));
+        let x = self.bn2.forward(self.conv2.forward(x));
+        relu(x.add(shortcut))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::num_trainable_params;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::tensor::{Distribution, Int};
+    use normzoo_norm::backend::compiled_devices;
+
+    /// torchvision's published counts (`sum(p.numel() for p in resnet18().parameters())`).
+    #[test]
+    fn resnet18_has_torchvisions_parameter_counts() {
+        let device = Device::default().autodiff();
+        let imagenet = ResNetConfig::resnet18(1000).init(&device).unwrap();
+        assert_eq!(num_trainable_params(&imagenet), 11_689_512);
+        let cifar = ResNetConfig::resnet18_cifar(10).init(&device).unwrap();
+        assert_eq!(num_trainable_params(&cifar), 11_173_962);
+    }
+
+    /// The normalizers of ResNet18 hold 2·4800 values with an affine (64 in the stem, then
+    /// 4·64 + 4·128 + 128 + 4·256 + 256 + 4·512 + 512 channels): the same for batch, group and
+    /// layer2d, none for `none` and the default (non-affine) `instance`.
+    #[test]
+    fn swapped_normalizers_have_the_derived_counts() {
+        let device = Device::default().autodiff();
+        for (norm, expected) in [
+            ("group:32", 11_689_512),
+            ("layer2d", 11_689_512),
+            ("none", 11_689_512 - 9_600),
+            ("instance", 11_689_512 - 9_600),
+        ] {
+            let config = ResNetConfig::resnet18(1000).with_norm(norm.parse().unwrap());
+            let model = config.init(&device).unwrap();
+            assert_eq!(num_trainable_params(&model), expected, "{norm}");
+        }
+    }
+
+    #[test]
+    fn channels_last_normalizers_are_refused() {
+        let device = Device::default();
+        for norm in ["layer", "rms"] {
+            let err = ResNetConfig::resnet18_cifar(10)
+                .with_norm(norm.parse().unwrap())
+                .init(&device)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("ResNet: the normalizer `{norm}` does not apply")),
+                "{err}"
+            );
+        }
+        let err = ResNetConfig::resnet18_cifar(10)
+            .with_norm(NormConfig::group(3))
+            .init(&device)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GroupNorm: num_channels (64) must be divisible by num_groups (3)"
+        );
+    }
+
+    #[test]
+    fn output_shapes() {
+        let device = Device::default();
+        let cifar = ResNetConfig::resnet18_cifar(10)
+            .with_width(8)
+            .init(&device)
+            .unwrap();
+        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
+        assert_eq!(cifar.forward(images).dims(), [2, 10]);
+        let imagenet = ResNetConfig::resnet18(1000)
+            .with_width(8)
+            .init(&device)
+            .unwrap();
+        let images = Tensor::<4>::random([1, 3, 64, 64], Distribution::Default, &device);
+        assert_eq!(imagenet.forward(images).dims(), [1, 1000]);
+    }
+
+    /// With `zero_init_residual` every block starts as `relu(shortcut(x))`.
+    #[test]
+    fn zero_init_residual_makes_blocks_start_as_the_shortcut() {
+        let device = Device::default();
+        let model = ResNetConfig::resnet18_cifar(10)
+            .with_width(8)
+            .with_zero_init_residual(true)
+            .init(&device)
+            .unwrap();
+        let block = &model.layer1[0];
+        let x = Tensor::<4>::random([2, 8, 8, 8], Distribution::Default, &device);
+        let out = block.forward(x.clone()).into_data();
+        out.assert_approx_eq::<f32>(
+            &relu(x).into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+    }
+
+    /// A small ResNet trains with each applicable normalizer on every backend.
+    #[test]
+    fn a_few_steps_lower_the_loss_with_every_normalizer() {
+        for (backend, device) in compiled_devices() {
+            let device = device.autodiff();
+            let images = Tensor::<4>::random([4, 3, 16, 16], Distribution::Default, &device);
+            let labels = Tensor::<1, Int>::from_ints([0, 1, 2, 3], &device);
+            for norm in ["batch", "group:2", "layer2d", "instance", "none"] {
+                let config = ResNetConfig::resnet18_cifar(4)
+                    .with_width(4)
+                    .with_blocks([1, 1, 1, 1])
+                    .with_norm(norm.parse().unwrap());
+                let mut model = config.init(&device).unwrap();
+                let mut optim = SgdConfig::new().init();
+                let loss = |model: &ResNet| {
+                    burn::nn::loss::CrossEntropyLossConfig::new()
+                        .init(&device)
+                        .forward(model.forward(images.clone()), labels.clone())
+                };
+                let first = loss(&model).into_scalar::<f32>();
+                for _ in 0..8 {
+                    let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
+                    model = optim.step(0.05, model, grads);
+                }
+                let last = loss(&model).into_scalar::<f32>();
+                assert!(last < first, "[{backend}] {norm}: loss {first} → {last}");
+            }
+        }
+    }
+}
