@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use normzoo_norm::NormError;
+use normzoo_norm::{NormConfig, NormError};
 
 /// Why an architecture could not be built.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,5 +49,24 @@ impl std::error::Error for ModelError {}
 impl From<NormError> for ModelError {
     fn from(err: NormError) -> Self {
         Self::Norm(err)
+    }
+}
+
+/// A CNN's features are channels-first `[N, C, H, W]`: refuse the normalizers that normalize
+/// the last axis, and say what to use instead.
+pub(crate) fn refuse_channels_last(
+    model: &'static str,
+    norm: &NormConfig,
+) -> Result<(), ModelError> {
+    match norm {
+        NormConfig::Layer { .. } | NormConfig::Rms { .. } => Err(ModelError::UnsupportedNorm {
+            model,
+            norm: norm.name(),
+            reason: "it normalizes the last axis, but a CNN's features are channels-first \
+                     [N, C, H, W]: use `layer2d` (over channels, as ConvNeXt) or `group:1` \
+                     (over C, H and W)"
+                .into(),
+        }),
+        _ => Ok(()),
     }
 }

@@ -8,6 +8,24 @@
 //!   activation.
 //! - [`ResNet`]: ResNet18 in torchvision's layout (11,689,512 parameters with BatchNorm) and its
 //!   CIFAR variant (11,173,962).
+//! - [`Vgg`]: VGG16 and VGG16-BN in torchvision's layout (138,357,544 and 138,365,992
+//!   parameters) and a CIFAR variant.
+
+//!
+//! ```
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! use normzoo_models::ResNetConfig;
+//!
+//! let device = Device::default();
+//! // ResNet18 for CIFAR with GroupNorm instead of BatchNorm (narrow, to keep the example quick).
+//! let model = ResNetConfig::resnet18_cifar(10)
+//!     .with_norm("group:4".parse()?)
+//!     .with_width(8)
+//!     .init(&device)?;
+//! let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
+//! assert_eq!(model.forward(images).dims(), [2, 10]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![warn(missing_docs)]
 
@@ -15,8 +33,10 @@ mod error;
 mod mlp;
 mod params;
 mod resnet;
+mod vgg;
 
 pub use error::ModelError;
 pub use mlp::{Mlp, MlpConfig};
 pub use params::num_trainable_params;
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
+pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg16_stages};

@@ -12,6 +12,7 @@ use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::error::refuse_channels_last;
 
 /// The first layers of a [`ResNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,16 +150,7 @@ impl ResNetConfig {
                 });
             }
         }
-        if let NormConfig::Layer { .. } | NormConfig::Rms { .. } = self.norm {
-            return Err(ModelError::UnsupportedNorm {
-                model: MODEL,
-                norm: self.norm.name(),
-                reason: "it normalizes the last axis, but a CNN's features are channels-first \
-                         [N, C, H, W]: use `layer2d` (over channels, as ConvNeXt) or `group:1` \
-                         (over C, H and W)"
-                    .into(),
-            });
-        }
+        refuse_channels_last(MODEL, &self.norm)?;
         let norm = |channels: usize| self.norm.init(channels, device);
         let (conv1, maxpool) = match self.stem {
             ResNetStem::ImageNet => (

@@ -1,0 +1,272 @@
+//! VGG16 ([Simonyan & Zisserman, 2015](https://arxiv.org/abs/1409.1556)) in torchvision's layout,
+//! without a normalizer (`vgg16`) or with any (`vgg16_bn` is BatchNorm).
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use normzoo_norm::{Norm, NormConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+use crate::error::refuse_channels_last;
+
+/// The classifier of a [`Vgg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VggHead {
+    /// torchvision's: adaptive average pooling to 7×7, then `Linear(25088, 4096)`, ReLU,
+    /// dropout, `Linear(4096, 4096)`, ReLU, dropout, `Linear(4096, num_classes)`.
+    ImageNet,
+    /// For 32×32 images (1×1 after five pools): `Linear(512, num_classes)`.
+    Cifar,
+}
+
+/// Configuration of a [`Vgg`] network (VGG16, configuration "D", by default).
+#[derive(Config, Debug)]
+pub struct VggConfig {
+    /// The number of classes. Default: 1000.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// The output channels of each 3×3 convolution, stage by stage; a 2×2 max-pool follows
+    /// each stage. Default: VGG16's `[[64, 64], [128, 128], [256; 3], [512; 3], [512; 3]]`.
+    #[config(default = "vgg16_stages()")]
+    pub stages: Vec<Vec<usize>>,
+    /// The normalizer after each convolution. Default: `none` (VGG16; `batch` is VGG16-BN).
+    #[config(default = "NormConfig::None")]
+    pub norm: NormConfig,
+    /// The classifier. Default: [`VggHead::ImageNet`].
+    #[config(default = "VggHead::ImageNet")]
+    pub head: VggHead,
+    /// The dropout probability of the ImageNet classifier. Default: 0.5.
+    #[config(default = 0.5)]
+    pub dropout: f64,
+}
+
+/// VGG16's stages: configuration "D" of the paper.
+pub fn vgg16_stages() -> Vec<Vec<usize>> {
+    vec![
+        vec![64, 64],
+        vec![128, 128],
+        vec![256, 256, 256],
+        vec![512, 512, 512],
+        vec![512, 512, 512],
+    ]
+}
+
+impl VggConfig {
+    /// torchvision's `vgg16(num_classes)`: 138,357,544 parameters at 1000 classes.
+    pub fn vgg16(num_classes: usize) -> Self {
+        Self::new().with_num_classes(num_classes)
+    }
+
+    /// torchvision's `vgg16_bn(num_classes)`: 138,365,992 parameters at 1000 classes.
+    pub fn vgg16_bn(num_classes: usize) -> Self {
+        Self::vgg16(num_classes).with_norm(NormConfig::batch())
+    }
+
+    /// VGG16 for 32×32 images with the given normalizer and a single linear classifier.
+    pub fn vgg16_cifar(norm: NormConfig, num_classes: usize) -> Self {
+        Self::vgg16(num_classes)
+            .with_norm(norm)
+            .with_head(VggHead::Cifar)
+    }
+}
+
+/// A VGG network: stages of (3×3 convolution → normalizer → ReLU) each followed by a 2×2
+/// max-pool, then the classifier. Convolutions keep their bias even with a normalizer, as
+/// torchvision's `vgg16_bn` does, and are initialised as torchvision does (Kaiming normal,
+/// fan-out, zero bias; linear layers `N(0, 0.01)`, zero bias).
+#[derive(Module, Debug)]
+pub struct Vgg {
+    /// The convolutional stages.
+    pub stages: Vec<Vec<ConvNormRelu>>,
+    /// The 2×2 max-pool after each stage.
+    pub pool: MaxPool2d,
+    /// The 7×7 adaptive pooling of the ImageNet head.
+    pub avgpool: Option<AdaptiveAvgPool2d>,
+    /// The hidden layers of the ImageNet head (empty for the CIFAR head).
+    pub classifier: Vec<Linear>,
+    /// The dropout of the ImageNet head.
+    pub dropout: Dropout,
+    /// The last linear layer.
+    pub fc: Linear,
+}
+
+/// 3×3 convolution (padding 1), normalizer, ReLU.
+#[derive(Module, Debug)]
+pub struct ConvNormRelu {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// The normalizer.
+    pub norm: Norm,
+}
+
+const MODEL: &str = "Vgg";
+
+fn zero_bias(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {
+    param.map(|b| {
+        let b = b.val();
+        Param::from_tensor(Tensor::zeros(b.dims(), &b.device()))
+    })
+}
+
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    let mut linear = LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.01,
+        })
+        .init(device);
+    linear.bias = zero_bias(linear.bias);
+    linear
+}
+
+impl VggConfig {
+    /// Builds the network.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::UnsupportedNorm`] for `layer` and `rms`, [`ModelError::InvalidConfig`] for
+    /// zero classes or no stages, and the normalizer's own error.
+    pub fn init(&self, device: &Device) -> Result<Vgg, ModelError> {
+        if self.num_classes == 0 || self.stages.is_empty() || self.stages.iter().any(Vec::is_empty)
+        {
+            return Err(ModelError::InvalidConfig {
+                model: MODEL,
+                message: format!(
+                    "num_classes ({}) must be positive and every stage non-empty, got stages {:?}",
+                    self.num_classes, self.stages
+                ),
+            });
+        }
+        refuse_channels_last(MODEL, &self.norm)?;
+        let mut channels = 3;
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let mut units = Vec::with_capacity(stage.len());
+            for &out in stage {
+                let mut conv = Conv2dConfig::new([channels, out], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .with_initializer(Initializer::KaimingNormal {
+                        gain: 2f64.sqrt(),
+                        fan_out_only: true,
+                    })
+                    .init(device);
+                conv.bias = zero_bias(conv.bias);
+                units.push(ConvNormRelu {
+                    conv,
+                    norm: self.norm.init(out, device)?,
+                });
+                channels = out;
+            }
+            stages.push(units);
+        }
+        let (avgpool, classifier, fc) = match self.head {
+            VggHead::ImageNet => (
+                Some(AdaptiveAvgPool2dConfig::new([7, 7]).init()),
+                vec![
+                    linear(channels * 49, 4096, device),
+                    linear(4096, 4096, device),
+                ],
+                linear(4096, self.num_classes, device),
+            ),
+            VggHead::Cifar => (None, vec![], linear(channels, self.num_classes, device)),
+        };
+        Ok(Vgg {
+            stages,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            avgpool,
+            classifier,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            fc,
+        })
+    }
+}
+
+impl Vgg {
+    /// The logits for a batch of images.
+    ///
+    /// # Shapes
+    ///
+    /// - `images`: `[N, 3, H, W]` (224×224 for the ImageNet head, 32×32 for the CIFAR head)
+    /// - output: `[N, num_classes]`
+    ///
+    /// # Panics
+    ///
+    /// When the images do not have 3 channels, are too small for the pools, or a normalizer
+    /// refuses its input.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.stages.iter().fold(images, |x, stage| {
+            let x = stage
+                .iter()
+                .fold(x, |x, unit| relu(unit.norm.forward(unit.conv.forward(x))));
+            self.pool.forward(x)
+        });
+        let x = match &self.avgpool {
+            Some(pool) => pool.forward(x),
+            None => x,
+        };
+        let [n, c, h, w] = x.dims();
+        let x = x.reshape([n, c * h * w]);
+        let x = self
+            .classifier
+            .iter()
+            .fold(x, |x, layer| self.dropout.forward(relu(layer.forward(x))));
+        self.fc.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::num_trainable_params;
+    use burn::tensor::Distribution;
+
+    /// torchvision's published counts.
+    #[test]
+    fn vgg16_has_torchvisions_parameter_counts() {
+        let device = Device::default().autodiff();
+        let plain = VggConfig::vgg16(1000).init(&device).unwrap();
+        assert_eq!(num_trainable_params(&plain), 138_357_544);
+        drop(plain);
+        let bn = VggConfig::vgg16_bn(1000).init(&device).unwrap();
+        assert_eq!(num_trainable_params(&bn), 138_365_992);
+    }
+
+    /// The CIFAR head: 14,714,688 in the convolutions, plus the normalizers (2·4224 with an
+    /// affine), plus `Linear(512, 10)`.
+    #[test]
+    fn cifar_variant_counts_and_shapes() {
+        let device = Device::default().autodiff();
+        for (norm, norm_params) in [("none", 0), ("batch", 8_448), ("group:32", 8_448)] {
+            let model = VggConfig::vgg16_cifar(norm.parse().unwrap(), 10)
+                .init(&device)
+                .unwrap();
+            assert_eq!(
+                num_trainable_params(&model),
+                14_714_688 + norm_params + 5_130,
+                "{norm}"
+            );
+        }
+        let small = VggConfig::vgg16_cifar(NormConfig::batch(), 10)
+            .with_stages(vec![vec![4], vec![8], vec![8], vec![8], vec![8]])
+            .init(&device.inner())
+            .unwrap();
+        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &Device::default());
+        assert_eq!(small.forward(images).dims(), [2, 10]);
+    }
+
+    #[test]
+    fn channels_last_normalizers_are_refused() {
+        let err = VggConfig::vgg16_cifar(NormConfig::layer(), 10)
+            .init(&Device::default())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Vgg: the normalizer `layer` does not apply")
+        );
+    }
+}
