@@ -10,6 +10,8 @@
 //!   CIFAR variant (11,173,962).
 //! - [`Vgg`]: VGG16 and VGG16-BN in torchvision's layout (138,357,544 and 138,365,992
 //!   parameters) and a CIFAR variant.
+//! - [`ConvNext`]: ConvNeXt-T (28,589,128 parameters), LayerNorm over channels by default,
+//!   layer scale and stochastic depth, and a small configuration for 32×32 images.
 
 //!
 //! ```
@@ -29,12 +31,14 @@
 
 #![warn(missing_docs)]
 
+mod convnext;
 mod error;
 mod mlp;
 mod params;
 mod resnet;
 mod vgg;
 
+pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use error::ModelError;
 pub use mlp::{Mlp, MlpConfig};
 pub use params::num_trainable_params;

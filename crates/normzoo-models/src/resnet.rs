@@ -359,6 +359,7 @@ mod tests {
     fn a_few_steps_lower_the_loss_with_every_normalizer() {
         for (backend, device) in compiled_devices() {
             let device = device.autodiff();
+            device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([4, 3, 16, 16], Distribution::Default, &device);
             let labels = Tensor::<1, Int>::from_ints([0, 1, 2, 3], &device);
             for norm in ["batch", "group:2", "layer2d", "instance", "none"] {
