@@ -12,6 +12,8 @@
 //!   parameters) and a CIFAR variant.
 //! - [`ConvNext`]: ConvNeXt-T (28,589,128 parameters), LayerNorm over channels by default,
 //!   layer scale and stochastic depth, and a small configuration for 32×32 images.
+//! - [`ResnetGenerator`]: the CycleGAN ResNet generator (11,378,179 parameters with 9 blocks,
+//!   7,837,699 with 6), InstanceNorm by default.
 
 //!
 //! ```
@@ -32,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod convnext;
+mod cyclegan;
 mod error;
 mod mlp;
 mod params;
@@ -39,6 +42,7 @@ mod resnet;
 mod vgg;
 
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
+pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use error::ModelError;
 pub use mlp::{Mlp, MlpConfig};
 pub use params::num_trainable_params;

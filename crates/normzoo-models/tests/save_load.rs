@@ -4,7 +4,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use normzoo_models::{ConvNextConfig, MlpConfig, ResNetConfig, VggConfig};
+use normzoo_models::{ConvNextConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig, VggConfig};
 use normzoo_norm::NormConfig;
 
 /// Every float tensor of a module (parameters and running statistics), in visiting order.
@@ -109,5 +109,21 @@ fn mlp_round_trips() {
         config.init(&device).unwrap(),
         |m, x: Tensor<4>| m.forward(x.flatten(1, 3)),
         [4, 3, 2, 2],
+    );
+}
+
+#[test]
+fn cyclegan_generator_round_trips() {
+    let device = Device::default().autodiff();
+    // BatchNorm, so that there are running statistics to carry.
+    let config = ResnetGeneratorConfig::new()
+        .with_ngf(4)
+        .with_n_blocks(2)
+        .with_norm(NormConfig::batch());
+    round_trip(
+        config.init(&device).unwrap(),
+        config.init(&device).unwrap(),
+        |m, x| m.forward(x).flatten(1, 3),
+        [2, 3, 8, 8],
     );
 }
