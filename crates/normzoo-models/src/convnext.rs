@@ -9,6 +9,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
+use crate::common::zeroed;
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
@@ -144,13 +145,6 @@ fn init_normal() -> Initializer {
     }
 }
 
-fn zero_bias(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {
-    param.map(|b| {
-        let b = b.val();
-        Param::from_tensor(Tensor::zeros(b.dims(), &b.device()))
-    })
-}
-
 fn conv(
     channels: [usize; 2],
     kernel: usize,
@@ -165,7 +159,7 @@ fn conv(
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_initializer(init_normal())
         .init(device);
-    conv.bias = zero_bias(conv.bias);
+    conv.bias = zeroed(conv.bias);
     conv
 }
 
@@ -173,7 +167,7 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     let mut linear = LinearConfig::new(d_in, d_out)
         .with_initializer(init_normal())
         .init(device);
-    linear.bias = zero_bias(linear.bias);
+    linear.bias = zeroed(linear.bias);
     linear
 }
 

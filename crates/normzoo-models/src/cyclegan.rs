@@ -2,7 +2,7 @@
 //! the reference implementation's `ResnetGenerator`, with a swappable normalizer.
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
+use crate::common::{conv_bias_before, zeroed};
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ResnetGenerator`]. The defaults are the reference's `resnet_9blocks`.
@@ -91,13 +92,6 @@ fn weights() -> Initializer {
     }
 }
 
-fn zero_bias(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {
-    param.map(|b| {
-        let b = b.val();
-        Param::from_tensor(Tensor::zeros(b.dims(), &b.device()))
-    })
-}
-
 /// A convolution without padding of its own (`padding` zero-pads; reflection is applied by the
 /// caller).
 fn conv(
@@ -116,7 +110,7 @@ fn conv(
         .with_bias(bias)
         .with_initializer(weights())
         .init(device);
-    conv.bias = zero_bias(conv.bias);
+    conv.bias = zeroed(conv.bias);
     conv
 }
 
@@ -142,11 +136,7 @@ impl ResnetGeneratorConfig {
             });
         }
         refuse_channels_last(MODEL, &self.norm)?;
-        let bias = match self.norm {
-            NormConfig::None => true,
-            NormConfig::Instance { affine, .. } => !affine,
-            _ => false,
-        };
+        let bias = conv_bias_before(&self.norm);
         let norm = |channels: usize| self.norm.init(channels, device);
         let ngf = self.ngf;
         let mut down = Vec::with_capacity(2);
@@ -179,7 +169,7 @@ impl ResnetGeneratorConfig {
                 .with_bias(bias)
                 .with_initializer(weights())
                 .init(device);
-            layer.bias = zero_bias(layer.bias);
+            layer.bias = zeroed(layer.bias);
             up.push(layer);
             up_norm.push(norm(d_in / 2)?);
         }

@@ -14,6 +14,8 @@
 //!   layer scale and stochastic depth, and a small configuration for 32×32 images.
 //! - [`ResnetGenerator`]: the CycleGAN ResNet generator (11,378,179 parameters with 9 blocks,
 //!   7,837,699 with 6), InstanceNorm by default.
+//! - [`UNet`]: U-Net for segmentation (31,037,698 parameters with BatchNorm at base width 64),
+//!   GroupNorm by default.
 
 //!
 //! ```
@@ -33,12 +35,14 @@
 
 #![warn(missing_docs)]
 
+mod common;
 mod convnext;
 mod cyclegan;
 mod error;
 mod mlp;
 mod params;
 mod resnet;
+mod unet;
 mod vgg;
 
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
@@ -47,4 +51,5 @@ pub use error::ModelError;
 pub use mlp::{Mlp, MlpConfig};
 pub use params::num_trainable_params;
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
+pub use unet::{DoubleConv, UNet, UNetConfig};
 pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg16_stages};

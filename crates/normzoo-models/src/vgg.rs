@@ -2,7 +2,7 @@
 //! without a normalizer (`vgg16`) or with any (`vgg16_bn` is BatchNorm).
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
@@ -12,6 +12,7 @@ use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::common::zeroed;
 use crate::error::refuse_channels_last;
 
 /// The classifier of a [`Vgg`].
@@ -106,13 +107,6 @@ pub struct ConvNormRelu {
 
 const MODEL: &str = "Vgg";
 
-fn zero_bias(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {
-    param.map(|b| {
-        let b = b.val();
-        Param::from_tensor(Tensor::zeros(b.dims(), &b.device()))
-    })
-}
-
 fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     let mut linear = LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal {
@@ -120,7 +114,7 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
             std: 0.01,
         })
         .init(device);
-    linear.bias = zero_bias(linear.bias);
+    linear.bias = zeroed(linear.bias);
     linear
 }
 
@@ -155,7 +149,7 @@ impl VggConfig {
                         fan_out_only: true,
                     })
                     .init(device);
-                conv.bias = zero_bias(conv.bias);
+                conv.bias = zeroed(conv.bias);
                 units.push(ConvNormRelu {
                     conv,
                     norm: self.norm.init(out, device)?,

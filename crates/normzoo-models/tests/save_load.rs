@@ -4,7 +4,9 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use normzoo_models::{ConvNextConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig, VggConfig};
+use normzoo_models::{
+    ConvNextConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig, UNetConfig, VggConfig,
+};
 use normzoo_norm::NormConfig;
 
 /// Every float tensor of a module (parameters and running statistics), in visiting order.
@@ -119,6 +121,21 @@ fn cyclegan_generator_round_trips() {
     let config = ResnetGeneratorConfig::new()
         .with_ngf(4)
         .with_n_blocks(2)
+        .with_norm(NormConfig::batch());
+    round_trip(
+        config.init(&device).unwrap(),
+        config.init(&device).unwrap(),
+        |m, x| m.forward(x).flatten(1, 3),
+        [2, 3, 8, 8],
+    );
+}
+
+#[test]
+fn unet_round_trips() {
+    let device = Device::default().autodiff();
+    let config = UNetConfig::new()
+        .with_base_width(4)
+        .with_depth(2)
         .with_norm(NormConfig::batch());
     round_trip(
         config.init(&device).unwrap(),

@@ -1,0 +1,23 @@
+//! Small pieces the architectures share.
+
+use burn::module::Param;
+use burn::tensor::Tensor;
+use normzoo_norm::NormConfig;
+
+/// The same parameter with every value zero (torchvision's `nn.init.zeros_(bias)`).
+pub(crate) fn zeroed(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {
+    param.map(|p| {
+        let p = p.val();
+        Param::from_tensor(Tensor::zeros(p.dims(), &p.device()))
+    })
+}
+
+/// Whether a convolution followed by `norm` needs its own bias: only when the normalizer has no
+/// learnable shift to play that part (`none`, or `instance` without affine).
+pub(crate) fn conv_bias_before(norm: &NormConfig) -> bool {
+    match norm {
+        NormConfig::None => true,
+        NormConfig::Instance { affine, .. } => !affine,
+        _ => false,
+    }
+}
