@@ -16,6 +16,9 @@
 //!   7,837,699 with 6), InstanceNorm by default.
 //! - [`UNet`]: U-Net for segmentation (31,037,698 parameters with BatchNorm at base width 64),
 //!   GroupNorm by default.
+//! - [`TransformerBlock`]: self-attention and an MLP, pre-norm or post-norm, LayerNorm by
+//!   default (or RMSNorm, BatchNorm over tokens, none); a small [`TransformerEncoder`]
+//!   classifier and a small [`CausalLm`] built from it.
 
 //!
 //! ```
@@ -42,6 +45,7 @@ mod error;
 mod mlp;
 mod params;
 mod resnet;
+mod transformer;
 mod unet;
 mod vgg;
 
@@ -51,5 +55,9 @@ pub use error::ModelError;
 pub use mlp::{Mlp, MlpConfig};
 pub use params::num_trainable_params;
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
+pub use transformer::{
+    CausalLm, NormPosition, TransformerBlock, TransformerBlockConfig, TransformerConfig,
+    TransformerEncoder, TransformerTrunk,
+};
 pub use unet::{DoubleConv, UNet, UNetConfig};
 pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg16_stages};

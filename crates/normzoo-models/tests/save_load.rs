@@ -3,9 +3,10 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use normzoo_models::{
-    ConvNextConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig, UNetConfig, VggConfig,
+    ConvNextConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig, TransformerBlockConfig,
+    TransformerConfig, UNetConfig, VggConfig,
 };
 use normzoo_norm::NormConfig;
 
@@ -22,18 +23,21 @@ fn floats<M: Module>(module: &M) -> Vec<TensorData> {
     collect.0
 }
 
-/// Trains one step's worth of running statistics into `model` (a forward pass on the autodiff
-/// device), saves it to bytes, loads the bytes into `fresh`, and checks that both hold the same
-/// values and compute the same outputs in evaluation, twice in a row.
-fn round_trip<M: Module>(
-    model: M,
-    fresh: M,
-    forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
-    input: [usize; 4],
-) {
+/// Fixed, varied images `[N, C, H, W]` on `device`.
+fn images(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Runs one training-mode forward pass of `model` on the autodiff device (moving BatchNorm's
+/// running statistics), saves it to bytes, loads the bytes into `fresh`, and checks that both
+/// hold the same values and compute the same outputs in evaluation, twice in a row.
+/// `forward` builds its own fixed input on the device it is given.
+fn round_trip<M: Module>(model: M, fresh: M, forward: impl Fn(&M, &Device) -> Tensor<2>) {
     let device = Device::default().autodiff();
-    let images = Tensor::<4>::random(input, Distribution::Default, &device);
-    forward(&model, images.clone()); // moves BatchNorm's running statistics
+    forward(&model, &device);
 
     let bytes = model.clone().into_record().into_bytes().expect("save");
     let loaded = fresh.load_record(ModuleRecord::from_bytes(bytes).expect("read"));
@@ -43,15 +47,15 @@ fn round_trip<M: Module>(
         "parameters or running statistics differ"
     );
 
-    let (model, loaded, images) = (model.valid(), loaded.valid(), images.inner());
-    let expected = forward(&model, images.clone()).into_data();
+    let (model, loaded, device) = (model.valid(), loaded.valid(), device.inner());
+    let expected = forward(&model, &device).into_data();
     assert_eq!(
-        forward(&model, images.clone()).into_data(),
+        forward(&model, &device).into_data(),
         expected,
         "evaluation is not deterministic"
     );
     assert_eq!(
-        forward(&loaded, images).into_data(),
+        forward(&loaded, &device).into_data(),
         expected,
         "the loaded model computes differently"
     );
@@ -64,8 +68,7 @@ fn resnet_round_trips() {
     round_trip(
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
-        |m, x| m.forward(x),
-        [2, 3, 32, 32],
+        |m, d| m.forward(images([2, 3, 32, 32], d)),
     );
 }
 
@@ -82,8 +85,7 @@ fn vgg_bn_round_trips() {
     round_trip(
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
-        |m, x| m.forward(x),
-        [2, 3, 32, 32],
+        |m, d| m.forward(images([2, 3, 32, 32], d)),
     );
 }
 
@@ -97,8 +99,7 @@ fn convnext_round_trips() {
     round_trip(
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
-        |m, x| m.forward(x),
-        [2, 3, 32, 32],
+        |m, d| m.forward(images([2, 3, 32, 32], d)),
     );
 }
 
@@ -109,8 +110,7 @@ fn mlp_round_trips() {
     round_trip(
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
-        |m, x: Tensor<4>| m.forward(x.flatten(1, 3)),
-        [4, 3, 2, 2],
+        |m, d| m.forward(images([4, 3, 2, 2], d).flatten(1, 3)),
     );
 }
 
@@ -125,8 +125,7 @@ fn cyclegan_generator_round_trips() {
     round_trip(
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
-        |m, x| m.forward(x).flatten(1, 3),
-        [2, 3, 8, 8],
+        |m, d| m.forward(images([2, 3, 8, 8], d)).flatten(1, 3),
     );
 }
 
@@ -140,7 +139,25 @@ fn unet_round_trips() {
     round_trip(
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
-        |m, x| m.forward(x).flatten(1, 3),
-        [2, 3, 8, 8],
+        |m, d| m.forward(images([2, 3, 8, 8], d)).flatten(1, 3),
+    );
+}
+
+#[test]
+fn transformer_round_trips() {
+    let device = Device::default().autodiff();
+    // BatchNorm over tokens, so that there are running statistics to carry.
+    let block = TransformerBlockConfig::new(8, 2).with_norm(NormConfig::batch());
+    let config = TransformerConfig::new(10, 6, block);
+    let tokens = |d: &Device| Tensor::<2, Int>::from_ints([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]], d);
+    round_trip(
+        config.init_encoder(3, &device).unwrap(),
+        config.init_encoder(3, &device).unwrap(),
+        |m, d| m.forward(tokens(d)),
+    );
+    round_trip(
+        config.init_causal_lm(&device).unwrap(),
+        config.init_causal_lm(&device).unwrap(),
+        |m, d| m.forward(tokens(d)).flatten(1, 2),
     );
 }
