@@ -25,6 +25,12 @@ pub enum ModelError {
     },
     /// A normalizer refused its configuration (e.g. groups that do not divide the channels).
     Norm(NormError),
+    /// A model name that [`ImageClassifier::from_name`](crate::ImageClassifier::from_name) does
+    /// not know.
+    UnknownModel {
+        /// The name as given.
+        name: String,
+    },
 }
 
 impl fmt::Display for ModelError {
@@ -40,6 +46,11 @@ impl fmt::Display for ModelError {
             ),
             Self::InvalidConfig { model, message } => write!(f, "{model}: {message}"),
             Self::Norm(err) => err.fmt(f),
+            Self::UnknownModel { name } => write!(
+                f,
+                "unknown model `{name}`: expected one of {}",
+                crate::ImageClassifier::NAMES.join(", ")
+            ),
         }
     }
 }

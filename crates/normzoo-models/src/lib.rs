@@ -19,6 +19,11 @@
 //! - [`TransformerBlock`]: self-attention and an MLP, pre-norm or post-norm, LayerNorm by
 //!   default (or RMSNorm, BatchNorm over tokens, none); a small [`TransformerEncoder`]
 //!   classifier and a small [`CausalLm`] built from it.
+//! - [`Lstm`]: the plain LSTM (`nn.LSTM`'s parameters) and the layer-normalized LSTM of Ba,
+//!   Kiros & Hinton (2016), multi-layer and batch-first.
+//!
+//! [`ARCHITECTURES`] lists them; [`ImageClassifier::from_name`] builds the image classifiers by
+//! name (`"resnet18-cifar"`, `"vgg16-bn"`, `"convnext-tiny"`, …).
 
 //!
 //! ```
@@ -42,17 +47,20 @@ mod common;
 mod convnext;
 mod cyclegan;
 mod error;
+mod lstm;
 mod mlp;
 mod params;
 mod resnet;
 mod transformer;
 mod unet;
 mod vgg;
+mod zoo;
 
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use error::ModelError;
-pub use mlp::{Mlp, MlpConfig};
+pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
+pub use mlp::{Mlp, MlpBlock, MlpConfig};
 pub use params::num_trainable_params;
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
 pub use transformer::{
@@ -61,3 +69,4 @@ pub use transformer::{
 };
 pub use unet::{DoubleConv, UNet, UNetConfig};
 pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg16_stages};
+pub use zoo::{ARCHITECTURES, ImageClassifier};

@@ -262,7 +262,11 @@ impl TransformerTrunk {
             t <= max_len,
             "Transformer: sequence length {t} exceeds max_len {max_len}"
         );
-        let positions = self.positions.val().narrow(0, 0, t).reshape([1, t, d_model]);
+        let positions = self
+            .positions
+            .val()
+            .narrow(0, 0, t)
+            .reshape([1, t, d_model]);
         let mut x = self.tokens.forward(tokens).add(positions);
         let mask = causal.then(|| generate_autoregressive_mask(n, t, &x.device()));
         for block in &self.blocks {

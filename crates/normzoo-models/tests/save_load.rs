@@ -5,8 +5,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use normzoo_models::{
-    ConvNextConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig, TransformerBlockConfig,
-    TransformerConfig, UNetConfig, VggConfig,
+    ConvNextConfig, LstmConfig, MlpConfig, ResNetConfig, ResnetGeneratorConfig,
+    TransformerBlockConfig, TransformerConfig, UNetConfig, VggConfig,
 };
 use normzoo_norm::NormConfig;
 
@@ -159,5 +159,19 @@ fn transformer_round_trips() {
         config.init_causal_lm(&device).unwrap(),
         config.init_causal_lm(&device).unwrap(),
         |m, d| m.forward(tokens(d)).flatten(1, 2),
+    );
+}
+
+#[test]
+fn lstm_round_trips() {
+    let device = Device::default().autodiff();
+    let config = LstmConfig::new(3, 4)
+        .with_num_layers(2)
+        .with_norm(NormConfig::batch());
+    let sequence = |d: &Device| images([2, 5, 3, 1], d).reshape([2, 5, 3]);
+    round_trip(
+        config.init(&device).unwrap(),
+        config.init(&device).unwrap(),
+        |m, d| m.forward(sequence(d), None).0.flatten(1, 2),
     );
 }
