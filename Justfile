@@ -13,6 +13,7 @@ lint:
 # Regenerate the PyTorch fixtures (needs `pip install torch`).
 fixtures:
     python3 tests/fixtures/generate.py
+    python3 tests/fixtures/generate_models.py
 
 # Run the benchmarks.
 bench:
