@@ -9,6 +9,9 @@
 //! - [`models`]: architectures that take a [`norm::NormConfig`]: an MLP and ResNet18
 //!   (torchvision's layout and the CIFAR variant), more to come.
 //!
+//! - [`train`]: datasets for training them (CIFAR-10 from a local copy in either layout, a
+//!   synthetic offline stand-in) and the batcher with CIFAR's normalization and augmentation.
+//!
 //! The backend is chosen at run time through burn's `Device`; the cargo features `flex`
 //! (default), `ndarray` and `wgpu` decide which backends are compiled in.
 //!
@@ -30,6 +33,7 @@
 
 pub use normzoo_models as models;
 pub use normzoo_norm as norm;
+pub use normzoo_train as train;
 
 /// The README's examples, compiled and run as doc-tests.
 #[cfg(doctest)]

@@ -1,0 +1,101 @@
+//! Errors reading a dataset.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a dataset could not be read. Every variant names the path and what was expected.
+#[derive(Debug)]
+pub enum DataError {
+    /// The directory does not exist or is not a directory.
+    MissingDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The directory holds neither CIFAR-10 layout.
+    UnknownLayout {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A binary batch whose size is not a whole number of records.
+    TruncatedBatch {
+        /// The batch file.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+    },
+    /// A label outside the ten classes.
+    BadLabel {
+        /// The file it came from.
+        path: PathBuf,
+        /// The label read.
+        label: usize,
+    },
+    /// An image that cannot be decoded or is not 32×32 RGB.
+    BadImage {
+        /// The image file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An index past the end of the dataset.
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The dataset's length.
+        len: usize,
+    },
+    /// Reading failed.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingDirectory { path } => {
+                write!(f, "dataset directory {} does not exist", path.display())
+            }
+            Self::UnknownLayout { path } => write!(
+                f,
+                "{} holds no CIFAR-10 copy: expected the binary batches (data_batch_1.bin … \
+                 data_batch_5.bin and test_batch.bin, here or in cifar-10-batches-bin/) or class \
+                 folders (train/<class>/*.png and test/<class>/*.png)",
+                path.display()
+            ),
+            Self::TruncatedBatch { path, len } => write!(
+                f,
+                "{} is truncated or not a CIFAR-10 batch: {len} bytes is not a whole number of \
+                 3073-byte records",
+                path.display()
+            ),
+            Self::BadLabel { path, label } => write!(
+                f,
+                "{} holds label {label}, outside CIFAR-10's classes 0..10",
+                path.display()
+            ),
+            Self::BadImage { path, reason } => {
+                write!(f, "{}: {reason}", path.display())
+            }
+            Self::IndexOutOfRange { index, len } => {
+                write!(
+                    f,
+                    "index {index} is past the end of a dataset of {len} items"
+                )
+            }
+            Self::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
