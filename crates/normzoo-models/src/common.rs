@@ -1,6 +1,7 @@
 //! Small pieces the architectures share.
 
 use burn::module::Param;
+use burn::nn::Initializer;
 use burn::tensor::Tensor;
 use normzoo_norm::NormConfig;
 
@@ -19,5 +20,14 @@ pub(crate) fn conv_bias_before(norm: &NormConfig) -> bool {
         NormConfig::None => true,
         NormConfig::Instance { affine, .. } => !affine,
         _ => false,
+    }
+}
+
+/// `N(0, 0.02)`: the weight initialisation of ConvNeXt (timm truncates it at ±2σ) and of the
+/// CycleGAN reference's `init_weights("normal")`.
+pub(crate) fn normal_002() -> Initializer {
+    Initializer::Normal {
+        mean: 0.0,
+        std: 0.02,
     }
 }

@@ -3,13 +3,13 @@
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Distribution, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
-use crate::common::zeroed;
+use crate::common::{normal_002, zeroed};
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
@@ -138,13 +138,6 @@ impl DropPath {
 
 const MODEL: &str = "ConvNext";
 
-fn init_normal() -> Initializer {
-    Initializer::Normal {
-        mean: 0.0,
-        std: 0.02,
-    }
-}
-
 fn conv(
     channels: [usize; 2],
     kernel: usize,
@@ -157,7 +150,7 @@ fn conv(
         .with_stride([stride, stride])
         .with_groups(groups)
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-        .with_initializer(init_normal())
+        .with_initializer(normal_002())
         .init(device);
     conv.bias = zeroed(conv.bias);
     conv
@@ -165,7 +158,7 @@ fn conv(
 
 fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     let mut linear = LinearConfig::new(d_in, d_out)
-        .with_initializer(init_normal())
+        .with_initializer(normal_002())
         .init(device);
     linear.bias = zeroed(linear.bias);
     linear

@@ -4,14 +4,14 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Initializer, PaddingConfig2d};
+use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
-use crate::common::{conv_bias_before, zeroed};
+use crate::common::{conv_bias_before, normal_002, zeroed};
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ResnetGenerator`]. The defaults are the reference's `resnet_9blocks`.
@@ -85,13 +85,6 @@ pub struct ResnetBlock {
 
 const MODEL: &str = "ResnetGenerator";
 
-fn weights() -> Initializer {
-    Initializer::Normal {
-        mean: 0.0,
-        std: 0.02,
-    }
-}
-
 /// A convolution without padding of its own (`padding` zero-pads; reflection is applied by the
 /// caller).
 fn conv(
@@ -108,7 +101,7 @@ fn conv(
             padding, padding, padding, padding,
         ))
         .with_bias(bias)
-        .with_initializer(weights())
+        .with_initializer(normal_002())
         .init(device);
     conv.bias = zeroed(conv.bias);
     conv
@@ -167,7 +160,7 @@ impl ResnetGeneratorConfig {
                 .with_padding([1, 1])
                 .with_padding_out([1, 1])
                 .with_bias(bias)
-                .with_initializer(weights())
+                .with_initializer(normal_002())
                 .init(device);
             layer.bias = zeroed(layer.bias);
             up.push(layer);
