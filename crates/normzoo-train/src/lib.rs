@@ -1,13 +1,27 @@
-//! Training normzoo's architectures: datasets first.
+//! Training normzoo's architectures on burn-train.
 //!
-//! - [`data::CifarDataset`]: CIFAR-10 from a local copy, in either layout it is distributed in:
-//!   the original binary batches (`data_batch_1.bin` … `data_batch_5.bin`, `test_batch.bin`) or
-//!   class folders of images (`train/airplane/0001.png`, …). Every problem with the copy (a
-//!   missing directory, neither layout, a truncated batch, an image that is not 32×32 RGB) is a
-//!   [`data::DataError`] that says what was expected and where.
-//! - [`data::SyntheticCifar`]: a deterministic CIFAR-shaped dataset (10 classes, 32×32 RGB) that
-//!   needs no download, learnable but not trivially so: the offline quick start.
+//! - [`data`]: CIFAR-10 from a local copy in either layout it is distributed in (the binary
+//!   batches or class folders of images), or downloaded through burn-dataset after checking the
+//!   network; [`data::SyntheticCifar`], a deterministic CIFAR-shaped set for offline runs; the
+//!   batcher with CIFAR's normalization and augmentation.
+//! - [`RunConfig`] and [`train`]: the CIFAR-10 recipe (SGD with Nesterov momentum, weight decay,
+//!   one-cycle or cosine learning rate) run by burn-train's `Learner` with its terminal UI,
+//!   per-epoch validation, checkpoints, a metrics CSV, and resuming from the last checkpoint.
+//! - [`Classifier`]: an image classifier as burn-train trains it.
 
 #![warn(missing_docs)]
 
+mod classifier;
 pub mod data;
+mod error;
+pub mod metrics;
+mod recipe;
+mod run;
+
+pub use classifier::Classifier;
+pub use error::TrainError;
+pub use recipe::{CIFAR_MODELS, DatasetSource, RunConfig, Schedule};
+pub use run::{
+    CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,
+    RunReport, evaluate, train,
+};

@@ -44,6 +44,29 @@ pub enum DataError {
         /// The dataset's length.
         len: usize,
     },
+    /// CIFAR-10 is not on this machine and cannot be downloaded.
+    Offline {
+        /// Where it would come from.
+        url: String,
+        /// Why it cannot be reached.
+        reason: String,
+    },
+    /// The download started and failed.
+    Download {
+        /// Where it came from.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A copy with fewer images than CIFAR-10 has (e.g. an interrupted download).
+    Incomplete {
+        /// The copy.
+        path: PathBuf,
+        /// The images expected.
+        expected: usize,
+        /// The images found.
+        found: usize,
+    },
     /// Reading failed.
     Io {
         /// The file or directory.
@@ -86,6 +109,27 @@ impl fmt::Display for DataError {
                     "index {index} is past the end of a dataset of {len} items"
                 )
             }
+            Self::Offline { url, reason } => write!(
+                f,
+                "CIFAR-10 is not on this machine and {url} cannot be reached ({reason}); pass \
+                 --data-dir with a local copy (the binary batches or class folders), or train \
+                 offline on the built-in synthetic set with --dataset synthetic"
+            ),
+            Self::Download { url, reason } => write!(
+                f,
+                "downloading CIFAR-10 from {url} failed: {reason}; rerun when online, or pass \
+                 --data-dir with a local copy"
+            ),
+            Self::Incomplete {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{} holds {found} images where CIFAR-10 has {expected} (an interrupted \
+                 download?); delete the directory and rerun to download it again",
+                path.display()
+            ),
             Self::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
         }
     }

@@ -2,13 +2,17 @@
 
 mod batcher;
 mod cifar;
+mod download;
 mod error;
 mod rng;
+mod sampled;
 mod synthetic;
 
 pub use batcher::{CIFAR10_MEAN, CIFAR10_STD, ImageBatch, ImageBatcher};
 pub use cifar::{CIFAR10_CLASSES, CifarDataset, CifarLayout, Split};
+pub use download::{CIFAR10_URL, cifar10_cache_dir, download_cifar10};
 pub use error::DataError;
+pub use sampled::ImageDataset;
 pub use synthetic::SyntheticCifar;
 
 /// One 32×32 RGB image and its class, as CIFAR-10 stores it.

@@ -1,0 +1,240 @@
+//! The CIFAR-10 training recipe: every setting of a run, and the optimizer and learning-rate
+//! schedule they make.
+
+use std::path::PathBuf;
+
+use burn::optim::lr_scheduler::LrSchedulerConfig;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
+use burn::tensor::Device;
+use normzoo_models::{ImageClassifier, ModelError};
+use normzoo_norm::NormConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// The models `--model` names, as trained on 32×32 images, and what each builds.
+pub const CIFAR_MODELS: [(&str, &str); 4] = [
+    (
+        "resnet18",
+        "ResNet18 with the CIFAR stem (3×3 convolution, no max-pool); batch norm",
+    ),
+    (
+        "vgg16",
+        "VGG16 with a CIFAR head (512 → 10); no normalization",
+    ),
+    (
+        "vgg16-bn",
+        "VGG16 with a CIFAR head, batch norm after every convolution",
+    ),
+    (
+        "convnext",
+        "a small ConvNeXt for 32×32 inputs (2×2 stem); channels-first layer norm",
+    ),
+];
+
+/// The learning-rate schedule, stepped after every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// One cycle: a linear warm-up from `lr / 10` to `lr` over the first 15% of the steps, then a
+    /// cosine decay to zero (as PyTorch's `OneCycleLR` with `anneal_strategy="cos"`, in two
+    /// phases).
+    OneCycle,
+    /// A cosine decay from `lr` to zero over the run (PyTorch's `CosineAnnealingLR`).
+    Cosine,
+    /// The same `lr` throughout.
+    Constant,
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetSource {
+    /// CIFAR-10: the copy in `dir` (either layout), or burn-dataset's download cache.
+    Cifar10 {
+        /// A local copy; `None` for the download cache.
+        dir: Option<PathBuf>,
+    },
+    /// [`SyntheticCifar`](crate::data::SyntheticCifar): 50,000 training and 10,000 test images
+    /// generated from the run's seed.
+    Synthetic,
+}
+
+/// Every setting of a training run; saved as `config.json` beside the checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// One of [`CIFAR_MODELS`].
+    pub model: String,
+    /// The normalizer in place of the model's own; `None` keeps the model's.
+    pub norm: Option<NormConfig>,
+    /// Where the images come from.
+    pub dataset: DatasetSource,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// The peak learning rate.
+    pub lr: f64,
+    /// The SGD momentum (Nesterov).
+    pub momentum: f64,
+    /// The L2 penalty added to every gradient (PyTorch SGD's `weight_decay`).
+    pub weight_decay: f64,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// The seed of the weights, the shuffling, the augmentation and the synthetic images.
+    pub seed: u64,
+    /// Train on this many images only (a seeded sample of the training set).
+    pub limit_train: Option<usize>,
+    /// Evaluate on this many images only (a seeded sample of the test set).
+    pub limit_test: Option<usize>,
+    /// Threads preparing batches.
+    pub num_workers: usize,
+}
+
+impl Default for RunConfig {
+    /// The standard recipe: ResNet18 with batch norm, 30 epochs of SGD with Nesterov momentum
+    /// 0.9, batch 128, peak learning rate 0.1 on a one-cycle schedule, weight decay 5e-4.
+    fn default() -> Self {
+        Self {
+            model: "resnet18".into(),
+            norm: None,
+            dataset: DatasetSource::Cifar10 { dir: None },
+            epochs: 30,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: Schedule::OneCycle,
+            seed: 42,
+            limit_train: None,
+            limit_test: None,
+            num_workers: 2,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks every setting is in range.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] naming the setting, and [`TrainError::Model`] for an
+    /// unknown model name.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let invalid =
+            |setting, message: String| Err(TrainError::InvalidConfig { setting, message });
+        if !CIFAR_MODELS.iter().any(|(name, _)| *name == self.model) {
+            return Err(ModelError::UnknownModel {
+                name: self.model.clone(),
+            }
+            .into());
+        }
+        if self.epochs == 0 {
+            return invalid("--epochs", "expected at least 1, got 0".into());
+        }
+        if self.batch_size == 0 {
+            return invalid("--batch-size", "expected at least 1, got 0".into());
+        }
+        if !(self.lr > 0.0 && self.lr <= 1.0) {
+            return invalid(
+                "--lr",
+                format!("expected a value in (0, 1], got {}", self.lr),
+            );
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return invalid(
+                "--momentum",
+                format!("expected a value in [0, 1), got {}", self.momentum),
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return invalid(
+                "--weight-decay",
+                format!("expected a value ≥ 0, got {}", self.weight_decay),
+            );
+        }
+        for (setting, limit) in [
+            ("--limit-train", self.limit_train),
+            ("--limit-test", self.limit_test),
+        ] {
+            if limit == Some(0) {
+                return invalid(setting, "expected at least 1 image, got 0".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The network `model` names, with `norm` in place of its normalizer, for 10 classes.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, or a normalizer the architecture cannot take.
+    pub fn build_model(&self, device: &Device) -> Result<ImageClassifier, ModelError> {
+        let (name, default_norm) = match self.model.as_str() {
+            "resnet18" => ("resnet18-cifar", None),
+            "vgg16" => ("vgg16-cifar", Some(NormConfig::None)),
+            "vgg16-bn" => ("vgg16-cifar", None),
+            "convnext" => ("convnext-cifar", None),
+            other => {
+                return Err(ModelError::UnknownModel { name: other.into() });
+            }
+        };
+        ImageClassifier::from_name(name, 10, self.norm.clone().or(default_norm), device)
+    }
+
+    /// SGD with Nesterov momentum (no dampening, as PyTorch's `SGD(nesterov=True)`) and weight
+    /// decay.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        let momentum = MomentumConfig::new()
+            .with_momentum(self.momentum)
+            .with_dampening(0.0)
+            .with_nesterov(self.momentum > 0.0);
+        let mut config = SgdConfig::new().with_momentum(Some(momentum));
+        if self.weight_decay > 0.0 {
+            config =
+                config.with_weight_decay(Some(WeightDecayConfig::new(self.weight_decay as f32)));
+        }
+        config.init()
+    }
+
+    /// The learning-rate schedule over `total_steps` batches.
+    ///
+    /// # Errors
+    ///
+    /// burn's message for a schedule it refuses (it should not, after
+    /// [`validate`](Self::validate)).
+    pub fn lr_scheduler(&self, total_steps: usize) -> Result<ModuleLrScheduler, TrainError> {
+        let total_steps = total_steps.max(2);
+        let refused = |message: String| TrainError::InvalidConfig {
+            setting: "--lr",
+            message,
+        };
+        let cosine = |steps| CosineAnnealingLrSchedulerConfig::new(self.lr, steps);
+        match self.schedule {
+            Schedule::Constant => Ok(ConstantLr::new(self.lr).into()),
+            Schedule::Cosine => cosine(total_steps).init().map_err(refused),
+            Schedule::OneCycle => {
+                let warmup = (total_steps * 15 / 100).max(1);
+                SequentialLrSchedulerConfig::new(
+                    vec![
+                        LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(
+                            self.lr / 10.0,
+                            self.lr,
+                            warmup,
+                        )),
+                        LrSchedulerConfig::Cosine(cosine(total_steps - warmup)),
+                    ],
+                    vec![warmup],
+                )
+                .init()
+                .map_err(refused)
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The `resnet_cifar` example as a user runs it: a smoke run on a tiny synthetic subset, a run
+//! killed mid-epoch and resumed, and every kind of bad input answered with a clear error and
+//! no panic.
+//!
+//! `cargo test` builds the examples before it runs the tests; these run the built binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use normzoo::norm::backend::compiled_devices;
+use normzoo::train::metrics::{MetricRow, read_metrics_csv};
+use normzoo::train::{RunConfig, RunReport, data::CifarDataset};
+
+/// The built example, beside this test binary's directory.
+fn example() -> Command {
+    let test_exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("resnet_cifar{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: run these tests with `cargo test`, which builds the examples",
+        binary.display()
+    );
+    let mut command = Command::new(binary);
+    // The first backend compiled in: flex when it is (ndarray is far too slow for ResNet18).
+    command.args(["--device", compiled_devices()[0].0]);
+    command
+}
+
+/// A tiny synthetic run: ResNet18 at full width, a few small batches per epoch.
+fn tiny_run(command: &mut Command, artifacts: &Path, limit_train: usize, epochs: usize) {
+    command.args([
+        "--dataset",
+        "synthetic",
+        "--limit-train",
+        &limit_train.to_string(),
+        "--limit-test",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        &epochs.to_string(),
+        "--lr",
+        "0.05",
+        "--num-workers",
+        "1",
+        "--artifact-dir",
+        artifacts.to_str().expect("a UTF-8 temp path"),
+    ]);
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("the example starts")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the example failed with `expected` in its error and no panic.
+fn assert_clear_error(output: &Output, expected: &str) {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected a failure; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "expected `{expected}` in the error; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "a panic: {stderr}");
+}
+
+/// The mean of `metric` in `split` for each epoch, in epoch order.
+fn per_epoch(rows: &[MetricRow], split: &str, metric: &str) -> Vec<(usize, f64)> {
+    rows.iter()
+        .filter(|row| row.split == split && row.metric == metric)
+        .map(|row| (row.epoch, row.value))
+        .collect()
+}
+
+fn report(artifacts: &Path) -> RunReport {
+    let text = fs::read_to_string(artifacts.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("a report")
+}
+
+#[test]
+fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let mut command = example();
+    tiny_run(&mut command, &artifacts, 64, 4);
+    let output = run(&mut command);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("Test accuracy:"));
+
+    for file in ["config.json", "metrics.csv", "model.bpk", "report.json"] {
+        assert!(artifacts.join(file).is_file(), "{file} is missing");
+    }
+    for kind in ["model", "optim", "scheduler"] {
+        let checkpoint = artifacts.join("checkpoint").join(format!("{kind}-4.bpk"));
+        assert!(checkpoint.is_file(), "{} is missing", checkpoint.display());
+    }
+
+    let rows = read_metrics_csv(&artifacts.join("metrics.csv")).unwrap();
+    let loss = per_epoch(&rows, "train", "Loss");
+    assert_eq!(
+        loss.iter().map(|(e, _)| *e).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert!(
+        loss[3].1 < loss[0].1,
+        "the training loss did not fall: {loss:?}"
+    );
+    assert_eq!(per_epoch(&rows, "valid", "Accuracy").len(), 4);
+    assert!(!per_epoch(&rows, "train", "Throughput").is_empty());
+
+    let report = report(&artifacts);
+    assert_eq!(report.epochs_completed, 4);
+    assert_eq!((report.train_images, report.test_images), (64, 32));
+    assert!((0.0..=100.0).contains(&report.test_accuracy));
+    assert!(!report.interrupted);
+
+    // A second fresh run into the same directory is refused and changes nothing.
+    let before = fs::read(artifacts.join("model.bpk")).unwrap();
+    let mut again = example();
+    tiny_run(&mut again, &artifacts, 64, 4);
+    assert_clear_error(&run(&mut again), "already holds a training run");
+    assert_eq!(fs::read(artifacts.join("model.bpk")).unwrap(), before);
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let mut command = example();
+    tiny_run(&mut command, &artifacts, 192, 3);
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example starts");
+
+    // Kill it once epoch 1 is checkpointed and epoch 2 has logged a batch.
+    let checkpoint_1 = artifacts.join("checkpoint").join("model-1.bpk");
+    let epoch_2 = artifacts.join("train").join("epoch-2");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !(checkpoint_1.is_file() && epoch_2.is_dir()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "epoch 2 never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !artifacts.join("checkpoint").join("model-2.bpk").exists(),
+        "epoch 2 finished before the kill: the test did not stop it mid-epoch"
+    );
+    assert!(!artifacts.join("model.bpk").exists());
+
+    let mut resume = example();
+    resume.args(["--resume", "--artifact-dir", artifacts.to_str().unwrap()]);
+    let output = run(&mut resume);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+
+    let report = report(&artifacts);
+    assert_eq!(report.resumed_after_epoch, Some(1));
+    assert_eq!(report.epochs_completed, 3);
+    assert!(artifacts.join("model.bpk").is_file());
+
+    // Epoch 1 was kept, not redone; the killed epoch 2 left no row; 2 and 3 were trained.
+    let rows = read_metrics_csv(&artifacts.join("metrics.csv")).unwrap();
+    let lr = per_epoch(&rows, "train", "Learning Rate");
+    assert_eq!(lr.iter().map(|(e, _)| *e).collect::<Vec<_>>(), [1, 2, 3]);
+    // The learning-rate schedule continued from the checkpoint: each epoch's mean is the
+    // uninterrupted schedule's (a schedule restarted from scratch would repeat epoch 1's
+    // warm-up in epoch 2).
+    let config = RunConfig::load(&artifacts).unwrap();
+    let steps_per_epoch = 192 / 16;
+    let mut scheduler = config.lr_scheduler(3 * steps_per_epoch).unwrap();
+    let schedule: Vec<f64> = (0..3 * steps_per_epoch)
+        .map(|_| scheduler.step().base())
+        .collect();
+    for (epoch, mean) in &lr {
+        let steps = &schedule[(epoch - 1) * steps_per_epoch..epoch * steps_per_epoch];
+        let expected = steps.iter().sum::<f64>() / steps_per_epoch as f64;
+        assert!(
+            (mean - expected).abs() < 1e-9,
+            "epoch {epoch}: learning rate {mean}, the schedule says {expected}: {lr:?}"
+        );
+    }
+    assert!((lr[1].1 - lr[0].1).abs() > 1e-3, "{lr:?}");
+}
+
+#[test]
+fn resuming_checks_the_checkpoint_and_never_touches_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+
+    // Nothing to resume.
+    let mut command = example();
+    command.args(["--resume", "--artifact-dir", artifacts.to_str().unwrap()]);
+    assert_clear_error(&run(&mut command), "holds no run to resume");
+    assert!(!artifacts.exists(), "a failed resume created the directory");
+
+    // A corrupt checkpoint: the run's config, and garbage where epoch 1's model should be.
+    fs::create_dir_all(artifacts.join("checkpoint")).unwrap();
+    let config = RunConfig {
+        dataset: normzoo::train::DatasetSource::Synthetic,
+        limit_train: Some(32),
+        ..Default::default()
+    };
+    fs::write(
+        artifacts.join("config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    for kind in ["model", "optim", "scheduler"] {
+        fs::write(
+            artifacts.join("checkpoint").join(format!("{kind}-1.bpk")),
+            b"not a checkpoint",
+        )
+        .unwrap();
+    }
+    let listing = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        for entry in walk(dir) {
+            files.push((entry.clone(), fs::read(&entry).unwrap()));
+        }
+        files.sort();
+        files
+    };
+    let before = listing(&artifacts);
+    let mut command = example();
+    command.args(["--resume", "--artifact-dir", artifacts.to_str().unwrap()]);
+    assert_clear_error(&run(&mut command), "model-1.bpk cannot be read");
+    assert_eq!(
+        listing(&artifacts),
+        before,
+        "the failed resume changed files"
+    );
+
+    // A setting that contradicts the saved run.
+    let mut command = example();
+    command.args([
+        "--resume",
+        "--model",
+        "vgg16",
+        "--artifact-dir",
+        artifacts.to_str().unwrap(),
+    ]);
+    assert_clear_error(&run(&mut command), "--model: the run being resumed");
+    assert_eq!(listing(&artifacts), before);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let artifacts = artifacts.to_str().unwrap();
+    let case = |args: &[&str], expected: &str| {
+        let mut command = example();
+        command.args(args).args(["--artifact-dir", artifacts]);
+        assert_clear_error(&run(&mut command), expected);
+    };
+
+    case(&["--model", "resnet50"], "resnet50");
+    case(&["--norm", "batchy"], "batchy");
+    case(&["--norm", "layer"], "does not apply");
+    case(&["--norm", "group:7"], "divisible");
+    case(&["--batch-size", "0"], "--batch-size");
+    case(
+        &["--device", "tpu"],
+        "`tpu` is not compiled into this build",
+    );
+    case(
+        &["--data-dir", dir.path().join("missing").to_str().unwrap()],
+        "does not exist",
+    );
+    case(
+        &["--data-dir", dir.path().to_str().unwrap()],
+        "holds no CIFAR-10 copy",
+    );
+
+    // A truncated binary batch.
+    let batches = dir.path().join("batches");
+    fs::create_dir_all(&batches).unwrap();
+    fs::write(batches.join("data_batch_1.bin"), vec![0u8; 3073 + 100]).unwrap();
+    case(&["--data-dir", batches.to_str().unwrap()], "truncated");
+    assert!(
+        CifarDataset::from_dir(&batches, normzoo::train::data::Split::Train).is_err(),
+        "the library refuses it too"
+    );
+    assert!(
+        !Path::new(artifacts).exists(),
+        "a refused run wrote artifacts"
+    );
+}
