@@ -22,10 +22,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use normzoo::norm::NormConfig;
-use normzoo::norm::backend::compiled_devices;
 use normzoo::train::data::IMAGE_SIZE;
+use normzoo::train::progress::exit_code;
 use normzoo::train::{
-    CIFAR_MODELS, DatasetSource, Resume, RunConfig, RunOptions, Schedule, TrainError, train,
+    CIFAR_MODELS, DatasetSource, Resume, RunConfig, RunOptions, Schedule, TrainError, device_named,
+    train,
 };
 
 /// Train an image classifier on CIFAR-10 (or an offline synthetic stand-in) with burn-train.
@@ -180,15 +181,7 @@ fn run(args: Args) -> Result<(), TrainError> {
         (false, None) => Resume::Fresh,
     };
     let config = run_config(&args, resume)?;
-    let compiled = compiled_devices();
-    let device = compiled
-        .iter()
-        .find(|(name, _)| *name == args.device)
-        .map(|(_, device)| device.clone())
-        .ok_or_else(|| TrainError::UnknownDevice {
-            name: args.device.clone(),
-            compiled: compiled.iter().map(|(name, _)| *name).collect(),
-        })?;
+    let device = device_named(&args.device)?;
     let mut options = RunOptions::new(&args.artifact_dir, device);
     options.resume = resume;
 
@@ -223,11 +216,5 @@ fn run(args: Args) -> Result<(), TrainError> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(Args::parse()))
 }

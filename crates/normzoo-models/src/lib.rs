@@ -13,7 +13,7 @@
 //! - [`ConvNext`]: ConvNeXt-T (28,589,128 parameters), LayerNorm over channels by default,
 //!   layer scale and stochastic depth, and a small configuration for 32×32 images.
 //! - [`ResnetGenerator`]: the CycleGAN ResNet generator (11,378,179 parameters with 9 blocks,
-//!   7,837,699 with 6), InstanceNorm by default.
+//!   7,837,699 with 6), InstanceNorm by default, and its [`PatchDiscriminator`] (2,764,737).
 //! - [`UNet`]: U-Net for segmentation (31,037,698 parameters with BatchNorm at base width 64),
 //!   GroupNorm by default.
 //! - [`TransformerBlock`]: self-attention and an MLP, pre-norm or post-norm, LayerNorm by
@@ -50,6 +50,7 @@ mod error;
 mod lstm;
 mod mlp;
 mod params;
+mod patchgan;
 mod resnet;
 mod transformer;
 mod unet;
@@ -62,6 +63,7 @@ pub use error::ModelError;
 pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
 pub use mlp::{Mlp, MlpBlock, MlpConfig};
 pub use params::num_trainable_params;
+pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
 pub use transformer::{
     CausalLm, NormPosition, TransformerBlock, TransformerBlockConfig, TransformerConfig,

@@ -8,20 +8,33 @@
 //!   one-cycle or cosine learning rate) run by burn-train's `Learner` with its terminal UI,
 //!   per-epoch validation, checkpoints, a metrics CSV, and resuming from the last checkpoint.
 //! - [`Classifier`]: an image classifier as burn-train trains it.
+//! - [`progress`]: loss curves, pictures and exits for the examples.
+//! - [`sequence`]: a generated sequence task (two-digit addition as text) and the training loop
+//!   of the `transformer` and `lstm` examples.
+//! - [`shapes`]: generated shapes with segmentation masks, and the training loop of the `unet`
+//!   example.
+//! - [`translation`]: two generated image domains and the CycleGAN training loop of the
+//!   `cyclegan` example.
 
 #![warn(missing_docs)]
 
+mod adam;
 mod classifier;
 pub mod data;
 mod error;
 pub mod metrics;
+pub mod progress;
 mod recipe;
 mod run;
+pub mod sequence;
+pub mod shapes;
+pub mod translation;
 
+pub use adam::train_with_adam;
 pub use classifier::Classifier;
 pub use error::TrainError;
 pub use recipe::{CIFAR_MODELS, DatasetSource, RunConfig, Schedule};
 pub use run::{
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,
-    RunReport, evaluate, train,
+    RunReport, device_named, evaluate, train,
 };

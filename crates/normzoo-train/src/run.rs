@@ -129,6 +129,23 @@ impl RunConfig {
     }
 }
 
+/// The device of the backend called `name` (`flex`, `ndarray` or `wgpu`), if this build has it.
+///
+/// # Errors
+///
+/// [`TrainError::UnknownDevice`], listing the backends compiled in.
+pub fn device_named(name: &str) -> Result<Device, TrainError> {
+    let compiled = normzoo_norm::backend::compiled_devices();
+    compiled
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, device)| device.clone())
+        .ok_or_else(|| TrainError::UnknownDevice {
+            name: name.into(),
+            compiled: compiled.iter().map(|(known, _)| *known).collect(),
+        })
+}
+
 /// Trains `config` as `options` say: builds the data and the model, resumes from a checkpoint
 /// if asked, runs burn-train's learner (terminal UI, per-epoch validation on the test images,
 /// a checkpoint after every epoch), then saves the final model and reports its test accuracy.

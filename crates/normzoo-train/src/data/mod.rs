@@ -12,6 +12,7 @@ pub use batcher::{CIFAR10_MEAN, CIFAR10_STD, ImageBatch, ImageBatcher};
 pub use cifar::{CIFAR10_CLASSES, CifarDataset, CifarLayout, Split};
 pub use download::{CIFAR10_URL, cifar10_cache_dir, download_cifar10};
 pub use error::DataError;
+pub(crate) use rng::SplitMix;
 pub use sampled::ImageDataset;
 pub use synthetic::SyntheticCifar;
 

@@ -1,0 +1,154 @@
+//! The PatchGAN discriminator of pix2pix and CycleGAN (the reference implementation's
+//! `NLayerDiscriminator`), with a swappable normalizer.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::{Device, Tensor};
+use normzoo_norm::{Norm, NormConfig};
+
+use crate::ModelError;
+use crate::common::{conv_bias_before, normal_002, zeroed};
+use crate::error::refuse_channels_last;
+
+const MODEL: &str = "PatchDiscriminator";
+
+/// Configuration of a [`PatchDiscriminator`]. The defaults are the reference's `basic`
+/// discriminator (a 70×70 PatchGAN) as CycleGAN uses it.
+#[derive(Config, Debug)]
+pub struct PatchDiscriminatorConfig {
+    /// Channels of the input images. Default: 3.
+    #[config(default = 3)]
+    pub input_nc: usize,
+    /// Filters of the first convolution (doubled by each further layer, up to 8×). Default: 64.
+    #[config(default = 64)]
+    pub ndf: usize,
+    /// Stride-2 convolutions after the first. Default: 3.
+    #[config(default = 3)]
+    pub n_layers: usize,
+    /// The normalizer after every convolution but the first and the last. Default: `instance`,
+    /// as CycleGAN.
+    #[config(default = "NormConfig::instance()")]
+    pub norm: NormConfig,
+}
+
+/// A fully convolutional discriminator that scores overlapping patches: a 4×4 stride-2
+/// convolution and LeakyReLU(0.2); `n_layers − 1` more stride-2 and one stride-1 4×4
+/// convolution, each with the normalizer and LeakyReLU(0.2); a 4×4 stride-1 convolution to one
+/// channel. All convolutions pad by 1; weights `N(0, 0.02)`, zero bias.
+///
+/// `[N, input_nc, H, W]` → `[N, 1, H', W']`: one real-or-fake score per patch (no sigmoid;
+/// CycleGAN trains it with least squares). Convolutions before a normalizer carry a bias exactly
+/// when it has no learnable shift, as in [`ResnetGenerator`](crate::ResnetGenerator).
+#[derive(Module, Debug)]
+pub struct PatchDiscriminator {
+    /// The first convolution (no normalizer).
+    pub stem: Conv2d,
+    /// The middle convolutions.
+    pub convs: Vec<Conv2d>,
+    /// Their normalizers.
+    pub norms: Vec<Norm>,
+    /// The last convolution, to one channel.
+    pub head: Conv2d,
+}
+
+fn conv(channels: [usize; 2], stride: usize, bias: bool, device: &Device) -> Conv2d {
+    let mut conv = Conv2dConfig::new(channels, [4, 4])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(bias)
+        .with_initializer(normal_002())
+        .init(device);
+    conv.bias = zeroed(conv.bias);
+    conv
+}
+
+impl PatchDiscriminatorConfig {
+    /// Builds the discriminator.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::UnsupportedNorm`] for `layer` and `rms`, [`ModelError::InvalidConfig`] for
+    /// a zero size, and the normalizer's own error.
+    pub fn init(&self, device: &Device) -> Result<PatchDiscriminator, ModelError> {
+        if self.input_nc == 0 || self.ndf == 0 || self.n_layers == 0 {
+            return Err(ModelError::InvalidConfig {
+                model: MODEL,
+                message: format!(
+                    "input_nc ({}), ndf ({}) and n_layers ({}) must be positive",
+                    self.input_nc, self.ndf, self.n_layers
+                ),
+            });
+        }
+        refuse_channels_last(MODEL, &self.norm)?;
+        let bias = conv_bias_before(&self.norm);
+        let width = |layer: usize| self.ndf * (1 << layer.min(3));
+        let mut convs = Vec::with_capacity(self.n_layers);
+        let mut norms = Vec::with_capacity(self.n_layers);
+        for layer in 1..=self.n_layers {
+            let stride = if layer < self.n_layers { 2 } else { 1 };
+            convs.push(conv([width(layer - 1), width(layer)], stride, bias, device));
+            norms.push(self.norm.init(width(layer), device)?);
+        }
+        Ok(PatchDiscriminator {
+            stem: conv([self.input_nc, self.ndf], 2, true, device),
+            convs,
+            norms,
+            head: conv([width(self.n_layers), 1], 1, true, device),
+        })
+    }
+}
+
+impl PatchDiscriminator {
+    /// Scores the patches of a batch of images.
+    ///
+    /// # Shapes
+    ///
+    /// - `images`: `[N, input_nc, H, W]`
+    /// - output: `[N, 1, H', W']`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
+        let mut x = leaky_relu(self.stem.forward(images), 0.2);
+        for (conv, norm) in self.convs.iter().zip(&self.norms) {
+            x = leaky_relu(norm.forward(conv.forward(x)), 0.2);
+        }
+        self.head.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::num_trainable_params;
+
+    /// The reference's `NLayerDiscriminator(3, 64, n_layers=3, norm_layer=InstanceNorm2d)`.
+    #[test]
+    fn reference_parameter_count_and_patch_shape() {
+        let device = Device::default().autodiff();
+        let model = PatchDiscriminatorConfig::new().init(&device).unwrap();
+        assert_eq!(num_trainable_params(&model), 2_764_737);
+        let scores = model.forward(Tensor::zeros([2, 3, 64, 64], &device));
+        assert_eq!(scores.dims(), [2, 1, 6, 6]);
+    }
+
+    /// With BatchNorm the middle convolutions lose their bias (128 + 256 + 512) and each
+    /// normalizer adds 2·C.
+    #[test]
+    fn batch_norm_count_is_derived() {
+        let device = Device::default().autodiff();
+        let model = PatchDiscriminatorConfig::new()
+            .with_norm(NormConfig::batch())
+            .init(&device)
+            .unwrap();
+        assert_eq!(num_trainable_params(&model), 2_764_737 - 896 + 2 * 896);
+        let err = PatchDiscriminatorConfig::new()
+            .with_norm(NormConfig::layer())
+            .init(&device)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("PatchDiscriminator: the normalizer `layer`")
+        );
+    }
+}
