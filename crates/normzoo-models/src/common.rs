@@ -31,3 +31,23 @@ pub(crate) fn normal_002() -> Initializer {
         std: 0.02,
     }
 }
+
+/// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss
+/// before and after.
+#[cfg(test)]
+pub(crate) fn sgd_steps<M: burn::module::Module>(
+    mut model: M,
+    steps: usize,
+    lr: f64,
+    loss: impl Fn(&M) -> Tensor<1>,
+) -> (M, f32, f32) {
+    use burn::optim::{GradientsParams, SgdConfig};
+    let mut optim = SgdConfig::new().init();
+    let first = loss(&model).into_scalar::<f32>();
+    for _ in 0..steps {
+        let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
+        model = optim.step(lr, model, grads);
+    }
+    let last = loss(&model).into_scalar::<f32>();
+    (model, first, last)
+}

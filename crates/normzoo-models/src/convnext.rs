@@ -299,8 +299,8 @@ impl ConvNextBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::Int;
     use normzoo_norm::backend::compiled_devices;
 
@@ -380,19 +380,12 @@ mod tests {
                 .with_depths([1, 1, 1, 1])
                 .with_layer_scale(1.0)
                 .with_drop_path_rate(0.0);
-            let mut model = config.init(&device).unwrap();
-            let mut optim = SgdConfig::new().init();
-            let loss = |model: &ConvNext| {
+            let model = config.init(&device).unwrap();
+            let (model, first, last) = sgd_steps(model, 8, 0.02, |model: &ConvNext| {
                 burn::nn::loss::CrossEntropyLossConfig::new()
                     .init(&device)
                     .forward(model.forward(images.clone()), labels.clone())
-            };
-            let first = loss(&model).into_scalar::<f32>();
-            for _ in 0..8 {
-                let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
-                model = optim.step(0.02, model, grads);
-            }
-            let last = loss(&model).into_scalar::<f32>();
+            });
             assert!(last < first, "[{backend}] loss {first} → {last}");
             assert_eq!(model.valid().forward(images.inner()).dims(), [4, 4]);
         }

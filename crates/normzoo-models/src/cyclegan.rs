@@ -222,8 +222,8 @@ impl ResnetBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::Distribution;
     use normzoo_norm::backend::compiled_devices;
 
@@ -285,26 +285,19 @@ mod tests {
                 Tensor::<4>::random([2, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
             let target = source.clone().neg().mul_scalar(0.5);
             for norm in ["instance", "batch", "group:2", "none"] {
-                let mut model = ResnetGeneratorConfig::new()
+                let model = ResnetGeneratorConfig::new()
                     .with_ngf(4)
                     .with_n_blocks(1)
                     .with_norm(norm.parse().unwrap())
                     .init(&device)
                     .unwrap();
-                let mut optim = SgdConfig::new().init();
-                let loss = |model: &ResnetGenerator| {
+                let (_, first, last) = sgd_steps(model, 8, 0.1, |model: &ResnetGenerator| {
                     model
                         .forward(source.clone())
                         .sub(target.clone())
                         .abs()
                         .mean()
-                };
-                let first = loss(&model).into_scalar::<f32>();
-                for _ in 0..8 {
-                    let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
-                    model = optim.step(0.1, model, grads);
-                }
-                let last = loss(&model).into_scalar::<f32>();
+                });
                 assert!(last < first, "[{backend}] {norm}: loss {first} → {last}");
             }
         }

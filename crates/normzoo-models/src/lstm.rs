@@ -190,8 +190,8 @@ impl LstmLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Distribution, Tolerance};
     use normzoo_norm::backend::compiled_devices;
 
@@ -258,22 +258,15 @@ mod tests {
             let x = Tensor::<3>::random([8, 5, 2], Distribution::Normal(0.0, 1.0), &device);
             let target = x.clone().sum_dim(2).greater_elem(0.0).float();
             for norm in ["none", "layer", "batch", "rms"] {
-                let mut lstm = LstmConfig::new(2, 8)
+                let lstm = LstmConfig::new(2, 8)
                     .with_norm(norm.parse().unwrap())
                     .init(&device)
                     .unwrap();
-                let mut optim = SgdConfig::new().init();
-                let loss = |lstm: &Lstm| {
+                let (_, first, last) = sgd_steps(lstm, 10, 0.5, |lstm: &Lstm| {
                     let (h, _) = lstm.forward(x.clone(), None);
                     let prediction = sigmoid(h.narrow(2, 0, 1));
                     prediction.sub(target.clone()).square().mean()
-                };
-                let first = loss(&lstm).into_scalar::<f32>();
-                for _ in 0..10 {
-                    let grads = GradientsParams::from_grads(loss(&lstm).backward(), &lstm);
-                    lstm = optim.step(0.5, lstm, grads);
-                }
-                let last = loss(&lstm).into_scalar::<f32>();
+                });
                 assert!(last < first, "[{backend}] {norm}: loss {first} → {last}");
             }
         }

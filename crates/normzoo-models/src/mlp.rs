@@ -133,8 +133,8 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Distribution, Int};
     use normzoo_norm::backend::compiled_devices;
 
@@ -198,19 +198,12 @@ mod tests {
             );
             for norm in ["none", "batch", "layer", "group:4", "rms"] {
                 let config = MlpConfig::new(6, 16, 4, 3).with_norm(norm.parse().unwrap());
-                let mut mlp = config.init(&device).unwrap();
-                let mut optim = SgdConfig::new().init();
-                let loss = |mlp: &Mlp| {
+                let mlp = config.init(&device).unwrap();
+                let (_, first, last) = sgd_steps(mlp, 10, 0.1, |mlp: &Mlp| {
                     burn::nn::loss::CrossEntropyLossConfig::new()
                         .init(&device)
                         .forward(mlp.forward(x.clone()), targets.clone())
-                };
-                let first = loss(&mlp).into_scalar::<f32>();
-                for _ in 0..10 {
-                    let grads = GradientsParams::from_grads(loss(&mlp).backward(), &mlp);
-                    mlp = optim.step(0.1, mlp, grads);
-                }
-                let last = loss(&mlp).into_scalar::<f32>();
+                });
                 assert!(last < first, "[{backend}] {norm}: loss {first} → {last}");
             }
         }

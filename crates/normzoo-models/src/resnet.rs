@@ -262,8 +262,8 @@ impl BasicBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Distribution, Int};
     use normzoo_norm::backend::compiled_devices;
 
@@ -367,19 +367,12 @@ mod tests {
                     .with_width(4)
                     .with_blocks([1, 1, 1, 1])
                     .with_norm(norm.parse().unwrap());
-                let mut model = config.init(&device).unwrap();
-                let mut optim = SgdConfig::new().init();
-                let loss = |model: &ResNet| {
+                let model = config.init(&device).unwrap();
+                let (_, first, last) = sgd_steps(model, 8, 0.05, |model: &ResNet| {
                     burn::nn::loss::CrossEntropyLossConfig::new()
                         .init(&device)
                         .forward(model.forward(images.clone()), labels.clone())
-                };
-                let first = loss(&model).into_scalar::<f32>();
-                for _ in 0..8 {
-                    let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
-                    model = optim.step(0.05, model, grads);
-                }
-                let last = loss(&model).into_scalar::<f32>();
+                });
                 assert!(last < first, "[{backend}] {norm}: loss {first} → {last}");
             }
         }

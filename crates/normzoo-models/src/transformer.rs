@@ -318,8 +318,8 @@ impl CausalLm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use normzoo_norm::backend::compiled_devices;
 
     /// PyTorch's `nn.TransformerEncoderLayer(64, 4, 256)` has 49,984 parameters.
@@ -390,21 +390,15 @@ mod tests {
                     let block = TransformerBlockConfig::new(16, 2)
                         .with_norm(norm.parse().unwrap())
                         .with_position(position);
-                    let mut model = TransformerConfig::new(8, 4, block)
+                    let model = TransformerConfig::new(8, 4, block)
                         .init_encoder(2, &device)
                         .unwrap();
-                    let mut optim = SgdConfig::new().init();
-                    let loss = |model: &TransformerEncoder| {
-                        burn::nn::loss::CrossEntropyLossConfig::new()
-                            .init(&device)
-                            .forward(model.forward(tokens.clone()), labels.clone())
-                    };
-                    let first = loss(&model).into_scalar::<f32>();
-                    for _ in 0..8 {
-                        let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
-                        model = optim.step(0.05, model, grads);
-                    }
-                    let last = loss(&model).into_scalar::<f32>();
+                    let (_, first, last) =
+                        sgd_steps(model, 8, 0.05, |model: &TransformerEncoder| {
+                            burn::nn::loss::CrossEntropyLossConfig::new()
+                                .init(&device)
+                                .forward(model.forward(tokens.clone()), labels.clone())
+                        });
                     assert!(
                         last < first,
                         "[{backend}] {norm} {position:?}: loss {first} → {last}"

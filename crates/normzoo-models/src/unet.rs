@@ -190,8 +190,8 @@ impl UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::sgd_steps;
     use crate::num_trainable_params;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::Distribution;
     use normzoo_norm::backend::compiled_devices;
 
@@ -246,26 +246,19 @@ mod tests {
             // The mask: pixels brighter than 0.5.
             let mask = images.clone().greater_elem(0.5).int().reshape([2 * 8 * 8]);
             for norm in ["group:2", "batch", "instance", "layer2d", "none"] {
-                let mut model = UNetConfig::new()
+                let model = UNetConfig::new()
                     .with_in_channels(1)
                     .with_base_width(4)
                     .with_depth(2)
                     .with_norm(norm.parse().unwrap())
                     .init(&device)
                     .unwrap();
-                let mut optim = SgdConfig::new().init();
-                let loss = |model: &UNet| {
+                let (_, first, last) = sgd_steps(model, 8, 0.05, |model: &UNet| {
                     let logits = model.forward(images.clone()).permute([0, 2, 3, 1]);
                     burn::nn::loss::CrossEntropyLossConfig::new()
                         .init(&device)
                         .forward(logits.reshape([2 * 8 * 8, 2]), mask.clone())
-                };
-                let first = loss(&model).into_scalar::<f32>();
-                for _ in 0..8 {
-                    let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
-                    model = optim.step(0.05, model, grads);
-                }
-                let last = loss(&model).into_scalar::<f32>();
+                });
                 assert!(last < first, "[{backend}] {norm}: loss {first} → {last}");
             }
         }
