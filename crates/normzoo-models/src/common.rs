@@ -32,6 +32,28 @@ pub(crate) fn normal_002() -> Initializer {
     }
 }
 
+/// A square convolution initialised `N(0, 0.02)` with zero bias (the CycleGAN reference's
+/// `init_weights("normal")`), zero-padding by `padding` on every side.
+pub(crate) fn conv_normal_002(
+    channels: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    device: &burn::tensor::Device,
+) -> burn::nn::conv::Conv2d {
+    let mut conv = burn::nn::conv::Conv2dConfig::new(channels, [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(bias)
+        .with_initializer(normal_002())
+        .init(device);
+    conv.bias = zeroed(conv.bias);
+    conv
+}
+
 /// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss
 /// before and after.
 #[cfg(test)]

@@ -3,15 +3,15 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
+use burn::nn::conv::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
-use crate::common::{conv_bias_before, normal_002, zeroed};
+use crate::common::{conv_bias_before, conv_normal_002 as conv, normal_002, zeroed};
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ResnetGenerator`]. The defaults are the reference's `resnet_9blocks`.
@@ -84,28 +84,6 @@ pub struct ResnetBlock {
 }
 
 const MODEL: &str = "ResnetGenerator";
-
-/// A convolution without padding of its own (`padding` zero-pads; reflection is applied by the
-/// caller).
-fn conv(
-    channels: [usize; 2],
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    bias: bool,
-    device: &Device,
-) -> Conv2d {
-    let mut conv = Conv2dConfig::new(channels, [kernel, kernel])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(
-            padding, padding, padding, padding,
-        ))
-        .with_bias(bias)
-        .with_initializer(normal_002())
-        .init(device);
-    conv.bias = zeroed(conv.bias);
-    conv
-}
 
 fn reflect(x: Tensor<4>, pad: usize) -> Tensor<4> {
     x.pad([(pad, pad), (pad, pad)], PadMode::Reflect)

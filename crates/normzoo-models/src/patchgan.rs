@@ -3,14 +3,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
-use crate::common::{conv_bias_before, normal_002, zeroed};
+use crate::common::{conv_bias_before, conv_normal_002};
 use crate::error::refuse_channels_last;
 
 const MODEL: &str = "PatchDiscriminator";
@@ -54,15 +53,9 @@ pub struct PatchDiscriminator {
     pub head: Conv2d,
 }
 
+/// A 4×4 convolution padded by 1, as every one of the discriminator's.
 fn conv(channels: [usize; 2], stride: usize, bias: bool, device: &Device) -> Conv2d {
-    let mut conv = Conv2dConfig::new(channels, [4, 4])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(bias)
-        .with_initializer(normal_002())
-        .init(device);
-    conv.bias = zeroed(conv.bias);
-    conv
+    conv_normal_002(channels, 4, stride, 1, bias, device)
 }
 
 impl PatchDiscriminatorConfig {
