@@ -1,14 +1,19 @@
 # Recipes for normzoo. The README's commands stay plain cargo; these are shortcuts.
 
-# Run every test on the CPU backends (what CI runs).
+# Run every test on every backend (what CI runs; wgpu needs a Vulkan driver, a GPU's or
+# Mesa's software one).
 test:
+    cargo test --workspace --features ndarray,wgpu
+
+# Run every test on the CPU backends only.
+test-cpu:
     cargo test --workspace --features ndarray
 
 # Format check, clippy with warnings as errors, and rustdoc without warnings.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --features ndarray -- -D warnings
-    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features ndarray
+    cargo clippy --workspace --all-targets --features ndarray,wgpu -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features ndarray,wgpu
 
 # Regenerate the PyTorch fixtures (needs `pip install torch`).
 fixtures:

@@ -136,7 +136,7 @@ fn usize_of(case: &Case, key: &str) -> usize {
 fn architectures_match_pytorch_in_evaluation() {
     let fixture = fixture();
     assert_eq!(fixture.cases.len(), 4, "the fixture lost cases");
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
         for case in &fixture.cases {
             match case.name.as_str() {
                 "resnet18_cifar_width4" => {

@@ -326,7 +326,7 @@ fn every_normalizer_matches_pytorch_on_every_backend() {
         fixture.cases.len(),
         fixture.torch
     );
-    let devices = compiled_devices();
+    let devices = compiled_devices().unwrap_or_else(|err| panic!("{err}"));
     assert!(!devices.is_empty());
     for (backend, device) in devices {
         for case in &fixture.cases {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use normzoo::norm::backend::compiled_devices;
+use normzoo::norm::backend::COMPILED_BACKENDS;
 use normzoo::train::metrics::{MetricRow, read_metrics_csv};
 use normzoo::train::{RunConfig, RunReport, data::CifarDataset};
 
@@ -30,7 +30,7 @@ fn example() -> Command {
     );
     let mut command = Command::new(binary);
     // The first backend compiled in: flex when it is (ndarray is far too slow for ResNet18).
-    command.args(["--device", compiled_devices()[0].0]);
+    command.args(["--device", COMPILED_BACKENDS[0]]);
     command
 }
 
@@ -48,7 +48,7 @@ fn tiny_run(command: &mut Command, artifacts: &Path, limit_train: usize, epochs:
         "--epochs",
         &epochs.to_string(),
         "--lr",
-        "0.05",
+        "0.01",
         "--num-workers",
         "1",
         "--artifact-dir",
@@ -319,4 +319,31 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         !Path::new(artifacts).exists(),
         "a refused run wrote artifacts"
     );
+}
+
+/// `--device wgpu` on a machine with no graphics driver (hidden here: no Vulkan driver
+/// manifest, no EGL vendor library for the GL fallback) stops before touching any file, with
+/// a message naming the driver to install and the CPU backend to use instead.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_without_an_adapter_names_the_missing_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let output = run(example()
+        .args(["--device", "wgpu", "--dataset", "synthetic"])
+        .args(["--artifact-dir", artifacts.to_str().unwrap()])
+        .env("VK_ICD_FILENAMES", dir.path().join("no-driver.json"))
+        .env("VK_DRIVER_FILES", dir.path().join("no-driver.json"))
+        .env(
+            "__EGL_VENDOR_LIBRARY_FILENAMES",
+            dir.path().join("no-egl.json"),
+        ));
+    assert_clear_error(&output, "--device: wgpu: no graphics adapter found");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("apt-get install mesa-vulkan-drivers libvulkan1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose `flex`"), "{stderr}");
+    assert!(!artifacts.exists(), "a refused run wrote artifacts");
 }

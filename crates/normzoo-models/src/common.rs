@@ -15,7 +15,7 @@ pub(crate) fn zeroed(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>
 
 /// Whether a convolution followed by `norm` needs its own bias: only when the normalizer has no
 /// learnable shift to play that part (`none`, or `instance` without affine).
-pub(crate) fn conv_bias_before(norm: &NormConfig) -> bool {
+pub fn conv_bias_before(norm: &NormConfig) -> bool {
     match norm {
         NormConfig::None => true,
         NormConfig::Instance { affine, .. } => !affine,
@@ -56,6 +56,20 @@ pub(crate) fn conv_normal_002(
 
 /// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss
 /// before and after.
+/// One device of every compiled backend, for tests; a backend that cannot start (no GPU
+/// adapter) fails the test with [`DeviceError`](normzoo_norm::backend::DeviceError)'s message.
+/// The first compiled backend's device (a CPU one whenever flex or ndarray is built), for tests
+/// of structure (parameter counts, shapes, refusals) that no backend changes.
+#[cfg(test)]
+pub(crate) fn cpu() -> burn::tensor::Device {
+    test_devices().remove(0).1
+}
+
+#[cfg(test)]
+pub(crate) fn test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
+    normzoo_norm::backend::compiled_devices().unwrap_or_else(|err| panic!("{err}"))
+}
+
 #[cfg(test)]
 pub(crate) fn sgd_steps<M: burn::module::Module>(
     mut model: M,

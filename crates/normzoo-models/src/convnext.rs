@@ -299,22 +299,21 @@ impl ConvNextBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
     use burn::tensor::Int;
-    use normzoo_norm::backend::compiled_devices;
 
     /// torchvision's published count for `convnext_tiny()`.
     #[test]
     fn convnext_tiny_has_torchvisions_parameter_count() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let model = ConvNextConfig::tiny(1000).init(&device).unwrap();
         assert_eq!(num_trainable_params(&model), 28_589_128);
     }
 
     #[test]
     fn swapped_normalizers_and_refusals() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         // GroupNorm and BatchNorm have the same 2·C parameters as LayerNorm2d; none has none:
         // stem 96, stage blocks 3·96, 3·192, 9·384, 3·768, downsampling 96, 192, 384, head 768:
         // 2·8,160 = 16,320.
@@ -345,7 +344,7 @@ mod tests {
     /// The default block normalizer equals the paper's LayerNorm over channels-last features.
     #[test]
     fn block_matches_the_channels_last_formulation() {
-        let device = Device::default();
+        let device = cpu();
         let model = ConvNextConfig::cifar(10)
             .with_dims([8, 16, 32, 64])
             .with_layer_scale(0.5)
@@ -370,7 +369,7 @@ mod tests {
 
     #[test]
     fn small_convnext_trains_on_every_backend() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([4, 3, 16, 16], Distribution::Default, &device);
@@ -393,7 +392,7 @@ mod tests {
 
     #[test]
     fn drop_path_is_the_identity_in_evaluation_and_drops_whole_samples_in_training() {
-        let device = Device::default();
+        let device = cpu();
         let drop = DropPath {
             prob: 0.5,
             training: Param::from_bool(true),

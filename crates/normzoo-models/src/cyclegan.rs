@@ -200,15 +200,14 @@ impl ResnetBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
     use burn::tensor::Distribution;
-    use normzoo_norm::backend::compiled_devices;
 
     /// The reference's counts (`resnet_9blocks` and `resnet_6blocks` with instance norm).
     #[test]
     fn reference_parameter_counts() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let nine = ResnetGeneratorConfig::new().init(&device).unwrap();
         assert_eq!(num_trainable_params(&nine), 11_378_179);
         let six = ResnetGeneratorConfig::new()
@@ -223,7 +222,7 @@ mod tests {
     /// 2·(64 + 128 + 256 + 18·256 + 128 + 64) = 10,496 more.
     #[test]
     fn batch_norm_count_is_derived() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let model = ResnetGeneratorConfig::new()
             .with_norm(NormConfig::batch())
             .init(&device)
@@ -233,7 +232,7 @@ mod tests {
 
     #[test]
     fn shapes_range_and_refusals() {
-        let device = Device::default();
+        let device = cpu();
         let model = ResnetGeneratorConfig::new()
             .with_ngf(4)
             .with_n_blocks(2)
@@ -256,7 +255,7 @@ mod tests {
     /// A few steps towards a fixed target image lower the L1 loss on every backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let source =

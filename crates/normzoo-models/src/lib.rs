@@ -57,6 +57,7 @@ mod unet;
 mod vgg;
 mod zoo;
 
+pub use common::conv_bias_before;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use error::ModelError;

@@ -190,16 +190,15 @@ impl LstmLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Tolerance};
-    use normzoo_norm::backend::compiled_devices;
 
     /// `nn.LSTM(10, 20)` has 2,560 parameters and `nn.LSTM(10, 20, num_layers=2)` 5,920; the
     /// layer-normalized one trades the 8·H biases for 2·(2·4H) + 2·H normalizer values.
     #[test]
     fn parameter_counts() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let plain = LstmConfig::new(10, 20).init(&device).unwrap();
         assert_eq!(num_trainable_params(&plain), 2_560);
         let two = LstmConfig::new(10, 20)
@@ -214,7 +213,7 @@ mod tests {
     /// Running a sequence in two halves with the state carried over equals running it whole.
     #[test]
     fn carried_state_continues_the_sequence() {
-        let device = Device::default();
+        let device = cpu();
         for norm in ["none", "layer", "rms"] {
             let lstm = LstmConfig::new(3, 5)
                 .with_num_layers(2)
@@ -235,7 +234,7 @@ mod tests {
 
     #[test]
     fn spatial_normalizers_are_refused() {
-        let device = Device::default();
+        let device = cpu();
         for norm in ["layer2d", "instance"] {
             let err = LstmConfig::new(3, 4)
                 .with_norm(norm.parse().unwrap())
@@ -252,7 +251,7 @@ mod tests {
     /// applicable normalizer on every backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let x = Tensor::<3>::random([8, 5, 2], Distribution::Normal(0.0, 1.0), &device);

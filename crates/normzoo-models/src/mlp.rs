@@ -123,24 +123,39 @@ impl Mlp {
     /// When the input's width is not `d_input`, or the normalizer refuses the batch (BatchNorm
     /// training on a batch of one).
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
-        let x = self.hidden.iter().fold(input, |x, block| {
-            relu(block.norm.forward(block.linear.forward(x)))
-        });
-        self.head.forward(x)
+        self.try_forward(input)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// [`forward`](Self::forward), returning what a normalizer refuses as an error instead of
+    /// panicking: BatchNorm in training on a batch of one says, as PyTorch does, "Expected more
+    /// than 1 value per channel when training".
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Norm`] with the normalizer's error.
+    ///
+    /// # Panics
+    ///
+    /// When the input's width is not `d_input` (burn's linear layer checks it).
+    pub fn try_forward(&self, input: Tensor<2>) -> Result<Tensor<2>, ModelError> {
+        let x = self.hidden.iter().try_fold(input, |x, block| {
+            Ok::<_, ModelError>(relu(block.norm.try_forward(block.linear.forward(x))?))
+        })?;
+        Ok(self.head.forward(x))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Int};
-    use normzoo_norm::backend::compiled_devices;
 
     #[test]
     fn parameter_count_matches_the_formula() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         // 784·100+100, 2·(100·100+100), three BatchNorms of 2·100, head 100·10+10.
         let mlp = MlpConfig::new(784, 100, 3, 10).init(&device).unwrap();
         assert_eq!(num_trainable_params(&mlp), 78_500 + 20_200 + 600 + 1_010);
@@ -158,7 +173,7 @@ mod tests {
 
     #[test]
     fn spatial_normalizers_are_refused() {
-        let device = Device::default();
+        let device = cpu();
         for (norm, expected) in [
             (
                 NormConfig::layer2d(),
@@ -188,7 +203,7 @@ mod tests {
     /// layer after layer, which is what normalization is for).
     #[test]
     fn a_few_steps_lower_the_loss_with_every_normalizer() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let x = Tensor::<2>::random([16, 6], Distribution::Normal(0.0, 1.0), &device);
@@ -211,7 +226,7 @@ mod tests {
 
     #[test]
     fn evaluation_is_deterministic() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let mlp = MlpConfig::new(6, 16, 3, 3).init(&device).unwrap();
         let x = Tensor::<2>::random([4, 6], Distribution::Default, &device);
         mlp.forward(x.clone()); // a training step moves the running statistics
@@ -220,5 +235,21 @@ mod tests {
         let a = valid.forward(x.clone()).into_data();
         let b = valid.forward(x).into_data();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn batch_norm_training_on_one_sample_is_pytorchs_error() {
+        for (_, device) in test_devices() {
+            let device = device.autodiff();
+            let mlp = MlpConfig::new(6, 8, 2, 3).init(&device).unwrap();
+            let one = Tensor::<2>::ones([1, 6], &device);
+            let err = mlp.try_forward(one.clone()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "BatchNorm: Expected more than 1 value per channel when training, got input size [1, 8]"
+            );
+            // In evaluation the running statistics serve, and one sample is fine.
+            assert_eq!(mlp.valid().try_forward(one.inner()).unwrap().dims(), [1, 3]);
+        }
     }
 }

@@ -113,12 +113,13 @@ impl PatchDiscriminator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::cpu;
     use crate::num_trainable_params;
 
     /// The reference's `NLayerDiscriminator(3, 64, n_layers=3, norm_layer=InstanceNorm2d)`.
     #[test]
     fn reference_parameter_count_and_patch_shape() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let model = PatchDiscriminatorConfig::new().init(&device).unwrap();
         assert_eq!(num_trainable_params(&model), 2_764_737);
         let scores = model.forward(Tensor::zeros([2, 3, 64, 64], &device));
@@ -129,7 +130,7 @@ mod tests {
     /// normalizer adds 2·C.
     #[test]
     fn batch_norm_count_is_derived() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let model = PatchDiscriminatorConfig::new()
             .with_norm(NormConfig::batch())
             .init(&device)

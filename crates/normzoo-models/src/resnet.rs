@@ -262,15 +262,14 @@ impl BasicBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Int};
-    use normzoo_norm::backend::compiled_devices;
 
     /// torchvision's published counts (`sum(p.numel() for p in resnet18().parameters())`).
     #[test]
     fn resnet18_has_torchvisions_parameter_counts() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let imagenet = ResNetConfig::resnet18(1000).init(&device).unwrap();
         assert_eq!(num_trainable_params(&imagenet), 11_689_512);
         let cifar = ResNetConfig::resnet18_cifar(10).init(&device).unwrap();
@@ -282,7 +281,7 @@ mod tests {
     /// layer2d, none for `none` and the default (non-affine) `instance`.
     #[test]
     fn swapped_normalizers_have_the_derived_counts() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         for (norm, expected) in [
             ("group:32", 11_689_512),
             ("layer2d", 11_689_512),
@@ -297,7 +296,7 @@ mod tests {
 
     #[test]
     fn channels_last_normalizers_are_refused() {
-        let device = Device::default();
+        let device = cpu();
         for norm in ["layer", "rms"] {
             let err = ResNetConfig::resnet18_cifar(10)
                 .with_norm(norm.parse().unwrap())
@@ -321,7 +320,7 @@ mod tests {
 
     #[test]
     fn output_shapes() {
-        let device = Device::default();
+        let device = cpu();
         let cifar = ResNetConfig::resnet18_cifar(10)
             .with_width(8)
             .init(&device)
@@ -339,7 +338,7 @@ mod tests {
     /// With `zero_init_residual` every block starts as `relu(shortcut(x))`.
     #[test]
     fn zero_init_residual_makes_blocks_start_as_the_shortcut() {
-        let device = Device::default();
+        let device = cpu();
         let model = ResNetConfig::resnet18_cifar(10)
             .with_width(8)
             .with_zero_init_residual(true)
@@ -357,7 +356,7 @@ mod tests {
     /// A small ResNet trains with each applicable normalizer on every backend.
     #[test]
     fn a_few_steps_lower_the_loss_with_every_normalizer() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([4, 3, 16, 16], Distribution::Default, &device);

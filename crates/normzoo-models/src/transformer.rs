@@ -318,14 +318,13 @@ impl CausalLm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
-    use normzoo_norm::backend::compiled_devices;
 
     /// PyTorch's `nn.TransformerEncoderLayer(64, 4, 256)` has 49,984 parameters.
     #[test]
     fn block_has_pytorchs_parameter_count() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let block = TransformerBlockConfig::new(64, 4)
             .with_d_ff(256)
             .init(&device)
@@ -342,7 +341,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let device = Device::default();
+        let device = cpu();
         assert!(TransformerBlockConfig::new(10, 3).init(&device).is_err());
         let err = TransformerBlockConfig::new(8, 2)
             .with_norm(NormConfig::layer2d())
@@ -357,7 +356,7 @@ mod tests {
     /// A causal model's logits at position t do not depend on later tokens.
     #[test]
     fn causal_lm_does_not_see_the_future() {
-        let device = Device::default();
+        let device = cpu();
         for norm in ["layer", "rms", "none"] {
             let block = TransformerBlockConfig::new(16, 2).with_norm(norm.parse().unwrap());
             let lm = TransformerConfig::new(11, 8, block)
@@ -377,7 +376,7 @@ mod tests {
     /// The encoder classifier learns a fixed batch with every normalizer in both positions.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let tokens = Tensor::<2, Int>::from_ints(

@@ -190,14 +190,13 @@ impl UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::sgd_steps;
+    use crate::common::{cpu, sgd_steps, test_devices};
     use crate::num_trainable_params;
     use burn::tensor::Distribution;
-    use normzoo_norm::backend::compiled_devices;
 
     #[test]
     fn batch_norm_unet_has_the_reference_count() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let model = UNetConfig::new()
             .with_norm(NormConfig::batch())
             .init(&device)
@@ -210,7 +209,7 @@ mod tests {
 
     #[test]
     fn shapes_and_refusals() {
-        let device = Device::default();
+        let device = cpu();
         let model = UNetConfig::new()
             .with_base_width(4)
             .with_depth(3)
@@ -239,7 +238,7 @@ mod tests {
     /// A few steps of per-pixel cross-entropy on a fixed mask lower the loss on every backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([2, 1, 8, 8], Distribution::Default, &device);

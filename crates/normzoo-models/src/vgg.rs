@@ -216,13 +216,14 @@ impl Vgg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::cpu;
     use crate::num_trainable_params;
     use burn::tensor::Distribution;
 
     /// torchvision's published counts.
     #[test]
     fn vgg16_has_torchvisions_parameter_counts() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         let plain = VggConfig::vgg16(1000).init(&device).unwrap();
         assert_eq!(num_trainable_params(&plain), 138_357_544);
         drop(plain);
@@ -234,7 +235,7 @@ mod tests {
     /// affine), plus `Linear(512, 10)`.
     #[test]
     fn cifar_variant_counts_and_shapes() {
-        let device = Device::default().autodiff();
+        let device = cpu().autodiff();
         for (norm, norm_params) in [("none", 0), ("batch", 8_448), ("group:32", 8_448)] {
             let model = VggConfig::vgg16_cifar(norm.parse().unwrap(), 10)
                 .init(&device)
@@ -249,14 +250,14 @@ mod tests {
             .with_stages(vec![vec![4], vec![8], vec![8], vec![8], vec![8]])
             .init(&device.inner())
             .unwrap();
-        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &Device::default());
+        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &cpu());
         assert_eq!(small.forward(images).dims(), [2, 10]);
     }
 
     #[test]
     fn channels_last_normalizers_are_refused() {
         let err = VggConfig::vgg16_cifar(NormConfig::layer(), 10)
-            .init(&Device::default())
+            .init(&cpu())
             .unwrap_err();
         assert!(
             err.to_string()

@@ -145,10 +145,11 @@ impl ImageClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::cpu;
 
     #[test]
     fn every_name_builds_and_unknown_names_are_refused() {
-        let device = Device::default();
+        let device = cpu();
         for name in ImageClassifier::NAMES {
             assert!(
                 ARCHITECTURES.iter().any(|(known, _)| *known == name),

@@ -1,27 +1,183 @@
-//! The backends compiled into this build.
+//! The backends compiled into this build, and their devices.
+//!
+//! A backend is a cargo feature (`flex`, `ndarray`, `wgpu`) and is chosen at run time by name:
+//! [`device`] gives its device, or says why it cannot. For `wgpu` that means asking the
+//! machine for a graphics adapter up front, so that a machine without one gets an error naming
+//! the missing driver instead of a panic from deep inside wgpu at the first tensor.
+
+use core::fmt;
 
 use burn::tensor::Device;
 
-/// One device of every backend compiled into this build (cargo features `flex`, `ndarray`,
-/// `wgpu`), with its name: what the tests run over, and what a `--device` flag can choose from.
-// One push per feature: which of them compile depends on the build.
-#[allow(clippy::vec_init_then_push)]
-pub fn compiled_devices() -> Vec<(&'static str, Device)> {
-    #[allow(unused_mut)]
-    let mut devices = Vec::new();
+/// The names of the backends compiled into this build, in order of preference: what a
+/// `--device` flag can choose from.
+pub const COMPILED_BACKENDS: &[&str] = &[
     #[cfg(feature = "flex")]
-    devices.push(("flex", Device::flex()));
+    "flex",
     #[cfg(feature = "ndarray")]
-    #[allow(deprecated)] // ndarray is deprecated upstream and still supported here
-    devices.push(("ndarray", Device::ndarray()));
+    "ndarray",
     #[cfg(feature = "wgpu")]
-    devices.push(("wgpu", Device::wgpu(Default::default())));
-    devices
+    "wgpu",
+];
+
+/// Why a backend's device is not available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceError {
+    /// The name is not one of the [`COMPILED_BACKENDS`].
+    NotCompiled {
+        /// The name as given.
+        name: String,
+    },
+    /// The backend is compiled in, but the machine cannot run it (no GPU adapter).
+    Unavailable {
+        /// The backend, e.g. `"wgpu"`.
+        backend: &'static str,
+        /// What the backend reported.
+        reason: String,
+    },
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotCompiled { name } => {
+                write!(
+                    f,
+                    "`{name}` is not compiled into this build (it has: {})",
+                    COMPILED_BACKENDS.join(", ")
+                )?;
+                if matches!(name.as_str(), "flex" | "ndarray" | "wgpu") {
+                    write!(f, "; rebuild with `--features {name}`")?;
+                }
+                Ok(())
+            }
+            Self::Unavailable { backend, reason } => write!(
+                f,
+                "{backend}: no graphics adapter found ({reason}). wgpu needs a GPU driver: a \
+                 vendor driver, or on Linux without a GPU Mesa's software Vulkan (Debian/Ubuntu: \
+                 `apt-get install mesa-vulkan-drivers libvulkan1`). To run on the CPU instead, \
+                 choose `flex`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+/// The device of the backend called `name` (one of [`COMPILED_BACKENDS`]).
+///
+/// `wgpu` is the default adapter (`Device::wgpu(Default::default())`); it is initialised here,
+/// once per process, so a missing adapter is reported rather than met later.
+///
+/// # Errors
+///
+/// [`DeviceError::NotCompiled`] for a name this build does not have, and
+/// [`DeviceError::Unavailable`] when `wgpu` finds no adapter.
+pub fn device(name: &str) -> Result<Device, DeviceError> {
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)] // ndarray is deprecated upstream and still supported here
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => wgpu::default_device(),
+        _ => Err(DeviceError::NotCompiled { name: name.into() }),
+    }
+}
+
+/// One device of every backend compiled into this build, with its name: what the tests run
+/// over.
+///
+/// # Errors
+///
+/// The first backend whose device is unavailable, as [`device`] reports it.
+pub fn compiled_devices() -> Result<Vec<(&'static str, Device)>, DeviceError> {
+    COMPILED_BACKENDS
+        .iter()
+        .map(|&name| device(name).map(|device| (name, device)))
+        .collect()
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use std::sync::OnceLock;
+
+    use burn::tensor::Device;
+    use burn::tensor::wgpu::WgpuInitError;
+
+    use super::DeviceError;
+
+    /// Asks for the default adapter once; every later call answers the same.
+    pub(super) fn default_device() -> Result<Device, DeviceError> {
+        static DEVICE: OnceLock<Result<Device, DeviceError>> = OnceLock::new();
+        DEVICE
+            .get_or_init(|| match Device::wgpu_options().init() {
+                Ok(device) => Ok(device),
+                // Already running: something in this process used the device first.
+                Err(WgpuInitError::Registration { .. }) => {
+                    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+                }
+                Err(err) => Err(DeviceError::Unavailable {
+                    backend: "wgpu",
+                    reason: err.to_string(),
+                }),
+            })
+            .clone()
+    }
 }
 
 #[cfg(test)]
 pub(crate) fn test_devices() -> Vec<Device> {
-    let devices: Vec<Device> = compiled_devices().into_iter().map(|(_, d)| d).collect();
+    let devices = compiled_devices().unwrap_or_else(|err| panic!("{err}"));
     assert!(!devices.is_empty(), "enable at least one backend feature");
-    devices
+    devices.into_iter().map(|(_, device)| device).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compiled_backend_has_a_device() {
+        let devices = compiled_devices().unwrap_or_else(|err| panic!("{err}"));
+        let names: Vec<_> = devices.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, COMPILED_BACKENDS);
+    }
+
+    #[test]
+    fn unknown_backends_are_named_with_the_compiled_ones() {
+        let err = device("tpu").unwrap_err();
+        assert_eq!(err, DeviceError::NotCompiled { name: "tpu".into() });
+        let message = err.to_string();
+        assert!(message.starts_with("`tpu` is not compiled into this build (it has: "));
+        assert!(!message.contains("rebuild"), "{message}");
+        for name in COMPILED_BACKENDS {
+            assert!(message.contains(name), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_known_backend_left_out_of_the_build_names_its_feature() {
+        let message = DeviceError::NotCompiled {
+            name: "wgpu".into(),
+        }
+        .to_string();
+        assert!(
+            message.ends_with("; rebuild with `--features wgpu`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_adapter_names_the_driver_and_the_cpu_alternative() {
+        let message = DeviceError::Unavailable {
+            backend: "wgpu",
+            reason: "No adapter available".into(),
+        }
+        .to_string();
+        assert!(message.starts_with("wgpu: no graphics adapter found (No adapter available)"));
+        assert!(message.contains("mesa-vulkan-drivers libvulkan1"));
+        assert!(message.ends_with("choose `flex`"));
+    }
 }

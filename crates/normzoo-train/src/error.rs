@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use normzoo_models::ModelError;
+use normzoo_norm::backend::DeviceError;
 
 use crate::data::DataError;
 
@@ -22,13 +23,8 @@ pub enum TrainError {
         /// What was expected and what came.
         message: String,
     },
-    /// A `--device` that is not compiled into this build.
-    UnknownDevice {
-        /// The name given.
-        name: String,
-        /// The devices this build has.
-        compiled: Vec<&'static str>,
-    },
+    /// A `--device` that is not compiled into this build, or that the machine cannot run.
+    Device(DeviceError),
     /// The artifact directory already holds a run, and resuming was not asked for.
     ArtifactsExist {
         /// The artifact directory.
@@ -76,17 +72,7 @@ impl fmt::Display for TrainError {
             Self::Data(err) => err.fmt(f),
             Self::Model(err) => err.fmt(f),
             Self::InvalidConfig { setting, message } => write!(f, "{setting}: {message}"),
-            Self::UnknownDevice { name, compiled } => {
-                write!(
-                    f,
-                    "--device: `{name}` is not compiled into this build (it has: {})",
-                    compiled.join(", ")
-                )?;
-                if matches!(name.as_str(), "flex" | "ndarray" | "wgpu") {
-                    write!(f, "; rebuild with `--features {name}`")?;
-                }
-                Ok(())
-            }
+            Self::Device(err) => write!(f, "--device: {err}"),
             Self::ArtifactsExist { dir } => write!(
                 f,
                 "{} already holds a training run; pass --resume to continue it, or choose \
@@ -137,6 +123,7 @@ impl std::error::Error for TrainError {
         match self {
             Self::Data(err) => Some(err),
             Self::Model(err) => Some(err),
+            Self::Device(err) => Some(err),
             Self::Io { source, .. } => Some(source),
             _ => None,
         }
@@ -146,6 +133,12 @@ impl std::error::Error for TrainError {
 impl From<DataError> for TrainError {
     fn from(err: DataError) -> Self {
         Self::Data(err)
+    }
+}
+
+impl From<DeviceError> for TrainError {
+    fn from(err: DeviceError) -> Self {
+        Self::Device(err)
     }
 }
 

@@ -38,3 +38,17 @@ pub use run::{
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,
     RunReport, device_named, evaluate, train,
 };
+
+/// The first compiled backend's device (a CPU one whenever flex or ndarray is built), for tests
+/// that no backend changes.
+#[cfg(test)]
+pub(crate) fn cpu() -> burn::tensor::Device {
+    test_devices().remove(0).1
+}
+
+/// One device of every compiled backend, for tests; a backend that cannot start (no GPU
+/// adapter) fails the test with [`DeviceError`](normzoo_norm::backend::DeviceError)'s message.
+#[cfg(test)]
+pub(crate) fn test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
+    normzoo_norm::backend::compiled_devices().unwrap_or_else(|err| panic!("{err}"))
+}

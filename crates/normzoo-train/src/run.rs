@@ -129,21 +129,15 @@ impl RunConfig {
     }
 }
 
-/// The device of the backend called `name` (`flex`, `ndarray` or `wgpu`), if this build has it.
+/// The device of the backend called `name` (`flex`, `ndarray` or `wgpu`), if this build has it
+/// and the machine can run it.
 ///
 /// # Errors
 ///
-/// [`TrainError::UnknownDevice`], listing the backends compiled in.
+/// [`TrainError::Device`]: a backend not compiled in (listing those that are), or `wgpu` with
+/// no graphics adapter (naming the driver to install and the CPU alternative).
 pub fn device_named(name: &str) -> Result<Device, TrainError> {
-    let compiled = normzoo_norm::backend::compiled_devices();
-    compiled
-        .iter()
-        .find(|(known, _)| *known == name)
-        .map(|(_, device)| device.clone())
-        .ok_or_else(|| TrainError::UnknownDevice {
-            name: name.into(),
-            compiled: compiled.iter().map(|(known, _)| *known).collect(),
-        })
+    Ok(normzoo_norm::backend::device(name)?)
 }
 
 /// Trains `config` as `options` say: builds the data and the model, resumes from a checkpoint

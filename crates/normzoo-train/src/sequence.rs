@@ -249,8 +249,8 @@ impl SequenceTraining {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_devices;
     use normzoo_models::{TransformerBlockConfig, TransformerConfig};
-    use normzoo_norm::backend::compiled_devices;
 
     use super::*;
 
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(decode(&encode(37, 58)), "37+58=095");
         assert_eq!(decode(&encode(99, 99)), "99+99=198");
         assert_eq!(decode(&encode(0, 7)), "00+07=007");
-        let device = Device::default();
+        let device = crate::cpu();
         let batch = problems(5, 3, &device);
         assert_eq!(batch.dims(), [5, PROBLEM_LEN]);
         assert_eq!(
@@ -273,7 +273,7 @@ mod tests {
     /// backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(3);
             let block = TransformerBlockConfig::new(16, 2).with_d_ff(32);

@@ -292,9 +292,9 @@ pub fn save_segmentations(
 
 #[cfg(test)]
 mod tests {
+    use crate::test_devices;
     use normzoo_models::UNetConfig;
     use normzoo_norm::NormConfig;
-    use normzoo_norm::backend::compiled_devices;
 
     use super::*;
 
@@ -330,7 +330,7 @@ mod tests {
     /// A few steps of a tiny U-Net lower the loss on every backend, and the picture is written.
     #[test]
     fn a_few_steps_lower_the_loss_and_the_picture_is_saved() {
-        for (backend, device) in compiled_devices() {
+        for (backend, device) in test_devices() {
             let device = device.autodiff();
             device.seed(2);
             let model = UNetConfig::new()

@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn evaluation_batches_are_normalized() {
-        let device = Device::default();
+        let device = crate::cpu();
         let batch = ImageBatcher::eval().batch(vec![item(255, 3), item(0, 7)], &device);
         assert_eq!(batch.images.dims(), [2, 3, 32, 32]);
         let labels = batch.labels.into_data().convert::<i64>();
