@@ -23,3 +23,7 @@ fixtures:
 # Run the benchmarks.
 bench:
     cargo bench --workspace
+
+# Run every lab experiment and write results/REPORT.md.
+lab:
+    cargo run --release --example lab -- all

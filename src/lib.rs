@@ -6,11 +6,15 @@
 //!   (ConvNeXt), GroupNorm, InstanceNorm and RMSNorm, plus [`norm::NormConfig`], which lets any
 //!   architecture take its normalizer by name (`"batch"`, `"group:32"`, `"none"`, …).
 //!
-//! - [`models`]: architectures that take a [`norm::NormConfig`]: an MLP and ResNet18
-//!   (torchvision's layout and the CIFAR variant), more to come.
+//! - [`models`]: architectures that take a [`norm::NormConfig`]: MLP, ResNet18, VGG16,
+//!   ConvNeXt, a Transformer block, a layer-normalized LSTM, U-Net, and CycleGAN's ResNet
+//!   generator and PatchGAN discriminator.
 //!
-//! - [`train`]: datasets for training them (CIFAR-10 from a local copy in either layout, a
-//!   synthetic offline stand-in) and the batcher with CIFAR's normalization and augmentation.
+//! - [`train`]: training them on burn-train (CIFAR-10 from the download cache or a local copy,
+//!   a synthetic offline stand-in, checkpoints and resume) and the examples' training loops.
+//!
+//! - [`lab`]: the normalization experiments (BatchNorm vs LayerNorm vs GroupNorm vs none,
+//!   batch size, gradient flow, train/eval mismatch) with figures and a report.
 //!
 //! The backend is chosen at run time through burn's `Device`; the cargo features `flex`
 //! (default), `ndarray` and `wgpu` decide which backends are compiled in.
@@ -31,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub use normzoo_lab as lab;
 pub use normzoo_models as models;
 pub use normzoo_norm as norm;
 pub use normzoo_train as train;

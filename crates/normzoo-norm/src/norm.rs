@@ -403,14 +403,23 @@ impl Norm {
             Self::Instance(layer) => &mut layer.gamma,
             Self::Rms(layer) => &mut layer.gamma,
         };
-        if let Some(old) = gamma.take() {
-            let old = old.val();
-            *gamma = Some(Param::from_tensor(Tensor::full(
-                old.dims(),
-                value,
-                &old.device(),
-            )));
-        }
+        fill(gamma, value);
+        self
+    }
+
+    /// This normalizer with its shift `β` set to `value` in every channel: PyTorch's
+    /// `nn.init.constant_(norm.bias, value)`. A normalizer without `β` (RMSNorm, or one built
+    /// without a bias) is returned unchanged.
+    pub fn with_shift(mut self, value: f32) -> Self {
+        let beta = match &mut self {
+            Self::Identity(_) | Self::Rms(_) => return self,
+            Self::Batch(layer) => &mut layer.beta,
+            Self::Layer(layer) => &mut layer.beta,
+            Self::Layer2d(layer) => &mut layer.beta,
+            Self::Group(layer) => &mut layer.beta,
+            Self::Instance(layer) => &mut layer.beta,
+        };
+        fill(beta, value);
         self
     }
 
@@ -422,6 +431,19 @@ impl Norm {
             Self::Instance(layer) => Self::Instance(layer.with_mode(mode)),
             other => other,
         }
+    }
+}
+
+/// Replaces a per-channel parameter, if there is one, with a fresh one holding `value` in every
+/// channel (a fresh parameter: an optimizer's state for the old one does not carry over).
+fn fill(param: &mut Option<Param<Tensor<1>>>, value: f32) {
+    if let Some(old) = param.take() {
+        let old = old.val();
+        *param = Some(Param::from_tensor(Tensor::full(
+            old.dims(),
+            value,
+            &old.device(),
+        )));
     }
 }
 
@@ -536,6 +558,30 @@ mod tests {
         assert_eq!(output.abs().max().into_scalar::<f32>(), 0.0);
         let none = NormConfig::None.init(3, &device).unwrap().with_scale(0.0);
         assert!(matches!(none, Norm::Identity(_)));
+    }
+
+    #[test]
+    fn with_shift_sets_beta_and_leaves_gamma() {
+        let device = Device::default();
+        let norm = NormConfig::layer()
+            .init(3, &device)
+            .unwrap()
+            .with_shift(1.0);
+        let Norm::Layer(ln) = &norm else {
+            unreachable!()
+        };
+        let beta = ln.beta.as_ref().unwrap().val().into_data();
+        assert_eq!(beta, burn::tensor::TensorData::from([1.0f32, 1.0, 1.0]));
+        let gamma = ln.gamma.as_ref().unwrap().val().into_data();
+        assert_eq!(gamma, burn::tensor::TensorData::from([1.0f32, 1.0, 1.0]));
+        // A constant row normalizes to zero, so the output is the shift alone.
+        let output = norm.forward(Tensor::<2>::ones([2, 3], &device));
+        assert_eq!(
+            output.into_data(),
+            burn::tensor::TensorData::from([[1.0f32; 3]; 2])
+        );
+        let rms = NormConfig::rms().init(3, &device).unwrap().with_shift(1.0);
+        assert!(matches!(rms, Norm::Rms(_)));
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! The decision guide: which normalizer for which task, batch size and architecture, and why,
+//! each row citing the numbers the other experiments measured (read from their
+//! `findings.json` in the results directory) and linking to their sections.
+
+use std::collections::HashMap;
+use std::fs;
+
+use super::{Experiment, FINDINGS_FILE, Finding, Output, lookup};
+use crate::error::read_error;
+use crate::{Lab, LabError};
+
+/// The findings of every experiment that has run into the results directory.
+struct Evidence(HashMap<Experiment, Vec<Finding>>);
+
+impl Evidence {
+    fn load(lab: &Lab) -> Result<Self, LabError> {
+        let mut found = HashMap::new();
+        for experiment in Experiment::ALL {
+            let path = lab.out.join(experiment.name()).join(FINDINGS_FILE);
+            let text = match fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(read_error(&path)(err)),
+            };
+            let findings = serde_json::from_str(&text).map_err(|err| {
+                LabError::Read(path.clone(), format!("not a list of findings: {err}"))
+            })?;
+            found.insert(experiment, findings);
+        }
+        Ok(Self(found))
+    }
+
+    /// The value `name` that `experiment` measured, if it has run.
+    fn get(&self, experiment: Experiment, name: &str) -> Option<f64> {
+        lookup(self.0.get(&experiment)?, name)
+    }
+}
+
+/// One row of the guide.
+struct Advice {
+    situation: &'static str,
+    choice: &'static str,
+    why: &'static str,
+    /// The experiment that measures it, if the lab has one.
+    source: Option<Experiment>,
+    /// What it measured, in words, when it has run.
+    measured: Option<String>,
+}
+
+/// What `measure` reads from the evidence: `None` as soon as one number is missing.
+fn cite(measure: impl FnOnce() -> Option<String>) -> Option<String> {
+    measure()
+}
+
+/// A percentage for the guide's sentences.
+fn pct(value: f64) -> String {
+    format!("{value:.1}%")
+}
+
+fn guide(evidence: &Evidence) -> Vec<Advice> {
+    use Experiment::*;
+    let get = |experiment, name: &str| evidence.get(experiment, name);
+    vec![
+        Advice {
+            situation: "CNN for classification, batches of 16 or more per device",
+            choice: "BatchNorm",
+            why: "batch statistics are good estimates at this size, the running averages make \
+                  inference a fixed affine map, and the normalization lets high learning rates \
+                  train",
+            source: Some(Convergence),
+            measured: cite(|| {
+                Some(format!(
+                    "test accuracy at lr 0.05: BatchNorm {}, none {}; at lr 0.5: BatchNorm {}, \
+                     none {}",
+                    pct(get(Convergence, "final accuracy, batchnorm, lr 0.05")?),
+                    pct(get(Convergence, "final accuracy, none, lr 0.05")?),
+                    pct(get(Convergence, "final accuracy, batchnorm, lr 0.5")?),
+                    if get(Convergence, "diverged, none, lr 0.5")? == 1.0 {
+                        "diverged".to_string()
+                    } else {
+                        pct(get(Convergence, "final accuracy, none, lr 0.5")?)
+                    },
+                ))
+            }),
+        },
+        Advice {
+            situation: "small batches: 1 to 8 per device (detection, segmentation, large \
+                        images, video, 3D)",
+            choice: "GroupNorm (or LayerNorm over C×H×W, GroupNorm with one group)",
+            why: "per-sample statistics do not depend on the batch, so training and evaluation \
+                  compute the same thing at any batch size; BatchNorm cannot train on one \
+                  sample at all",
+            source: Some(BatchSize),
+            measured: cite(|| {
+                Some(format!(
+                    "MLP test accuracy at batch 2: BatchNorm {}, GroupNorm {}, LayerNorm {}; at \
+                     batch 1 BatchNorm is refused ({})",
+                    pct(get(BatchSize, "test accuracy, batchnorm, batch 2")?),
+                    pct(get(BatchSize, "test accuracy, groupnorm(8), batch 2")?),
+                    pct(get(BatchSize, "test accuracy, layernorm, batch 2")?),
+                    if get(BatchSize, "refused, batchnorm, batch 1")? == 1.0 {
+                        "PyTorch's error"
+                    } else {
+                        "not refused"
+                    }
+                ))
+            }),
+        },
+        Advice {
+            situation: "replacing BatchNorm in an existing CNN",
+            choice: "GroupNorm, swapped in one word",
+            why: "same parameters (a scale and a shift per channel), no running statistics to \
+                  manage",
+            source: Some(Swap),
+            measured: cite(|| {
+                Some(format!(
+                    "ResNet18 test accuracy at batch 32 / batch 4: BatchNorm {} / {}, \
+                     GroupNorm(4) {} / {}",
+                    pct(get(Swap, "test accuracy, batchnorm, batch 32")?),
+                    pct(get(Swap, "test accuracy, batchnorm, batch 4")?),
+                    pct(get(Swap, "test accuracy, groupnorm(4), batch 32")?),
+                    pct(get(Swap, "test accuracy, groupnorm(4), batch 4")?),
+                ))
+            }),
+        },
+        Advice {
+            situation: "Transformer",
+            choice: "LayerNorm or RMSNorm, pre-norm",
+            why: "tokens are normalized one by one, independent of the batch and of the other \
+                  positions (BatchNorm mixes in later tokens during training); pre-norm keeps \
+                  an unnormalized residual path, so deep stacks train without warm-up",
+            source: Some(Sequences),
+            measured: cite(|| {
+                Some(format!(
+                    "answers right, pre-norm: LayerNorm {}, RMSNorm {}, BatchNorm {}, none {}; \
+                     post-norm LayerNorm {}",
+                    pct(get(
+                        Sequences,
+                        "accuracy, transformer, layernorm, pre-norm"
+                    )?),
+                    pct(get(Sequences, "accuracy, transformer, rmsnorm, pre-norm")?),
+                    pct(get(
+                        Sequences,
+                        "accuracy, transformer, batchnorm, pre-norm"
+                    )?),
+                    pct(get(Sequences, "accuracy, transformer, none, pre-norm")?),
+                    pct(get(
+                        Sequences,
+                        "accuracy, transformer, layernorm, post-norm"
+                    )?),
+                ))
+            }),
+        },
+        Advice {
+            situation: "recurrent networks (LSTM, GRU)",
+            choice: "LayerNorm",
+            why: "the same statistics at every time step and for any sequence length; \
+                  BatchNorm would need statistics per step",
+            source: Some(Sequences),
+            measured: cite(|| {
+                Some(format!(
+                    "LSTM answers right: LayerNorm {}, none {}, BatchNorm {}",
+                    pct(get(Sequences, "accuracy, lstm, layernorm")?),
+                    pct(get(Sequences, "accuracy, lstm, none")?),
+                    pct(get(Sequences, "accuracy, lstm, batchnorm")?),
+                ))
+            }),
+        },
+        Advice {
+            situation: "deep plain (non-residual) networks",
+            choice: "any normalizer after each layer",
+            why: "without one, each layer rescales the signal and the gradient, and the early \
+                  layers barely learn",
+            source: Some(Gradients),
+            measured: cite(|| {
+                Some(format!(
+                    "spread of per-layer gradient norms at init in a 20-layer MLP: {:.2e} \
+                     without, {:.2} with BatchNorm, {:.2} with LayerNorm",
+                    get(Gradients, "output spread at init, none")?,
+                    get(Gradients, "output spread at init, batchnorm")?,
+                    get(Gradients, "output spread at init, layernorm")?,
+                ))
+            }),
+        },
+        Advice {
+            situation: "residual networks",
+            choice: "start the normalizer that ends each residual branch at γ = 0",
+            why: "every block starts as the identity, so the signal does not grow with depth",
+            source: Some(Init),
+            measured: cite(|| {
+                Some(format!(
+                    "residual stream std at init: {:.2} with γ = 1, {:.2} with γ = 0; final \
+                     loss {:.3} against {:.3}",
+                    get(Init, "stream std at init, γ = 1, β = 0")?,
+                    get(Init, "stream std at init, γ = 0, β = 0")?,
+                    get(Init, "final loss, γ = 1, β = 0")?,
+                    get(Init, "final loss, γ = 0, β = 0")?,
+                ))
+            }),
+        },
+        Advice {
+            situation: "evaluating or deploying a BatchNorm model",
+            choice: "evaluation mode: `model.valid()` in burn, `model.eval()` in PyTorch",
+            why: "in training mode every prediction depends on the rest of its batch, and on a \
+                  batch of one it is meaningless",
+            source: Some(TrainEval),
+            measured: cite(|| {
+                Some(format!(
+                    "test accuracy in evaluation mode {}, in training mode one image at a time \
+                     {}",
+                    pct(get(TrainEval, "final accuracy, evaluation mode")?),
+                    pct(get(TrainEval, "final accuracy, training mode, one image")?),
+                ))
+            }),
+        },
+        Advice {
+            situation: "style transfer and image-to-image generators (CycleGAN, pix2pix)",
+            choice: "InstanceNorm",
+            why: "each image's per-channel contrast is removed, which is the style the \
+                  generator is meant to replace; the batch is usually 1",
+            source: None,
+            measured: None,
+        },
+    ]
+}
+
+pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
+    let evidence = Evidence::load(lab)?;
+    let rows = guide(&evidence);
+    out.text(
+        "Which normalizer to use, by situation, with the reason and what this lab measured \
+         for it. The numbers are read from the other experiments' results in this directory; \
+         where an experiment has not run, its command is given instead.",
+    );
+    let mut table = String::from("| situation | use | why | measured |\n|---|---|---|---|\n");
+    let mut cited = 0;
+    for advice in &rows {
+        let measured = match (advice.source, &advice.measured) {
+            (Some(source), Some(measured)) => {
+                cited += 1;
+                format!("{measured} ([{}]({}))", source.name(), source.anchor())
+            }
+            (Some(source), None) => format!(
+                "not run yet: `cargo run --release --example lab -- {}`",
+                source.name()
+            ),
+            (None, _) => "not measured in the lab".into(),
+        };
+        table.push_str(&format!(
+            "| {} | {} | {} | {measured} |\n",
+            advice.situation, advice.choice, advice.why
+        ));
+    }
+    out.finding("rows citing a measurement", cited as f64);
+    out.finding(
+        "rows with an experiment",
+        rows.iter().filter(|advice| advice.source.is_some()).count() as f64,
+    );
+    out.text(table);
+    out.text(
+        "A normalizer with running statistics (BatchNorm, InstanceNorm with \
+         `track_running_stats`) behaves differently in training and in evaluation; the others \
+         compute the same thing in both. When unsure: GroupNorm for convolutions, LayerNorm \
+         (or RMSNorm) for tokens and recurrences.",
+    );
+    Ok(())
+}
