@@ -84,7 +84,8 @@ pub fn save_grid(
             }
         }
     }
-    picture.save(path)
+    // PNG whatever the file is called: `--out masks` must not fail on a missing extension.
+    picture.save_with_format(path, image::ImageFormat::Png)
 }
 
 /// A value in `[-1, 1]` as a byte, `−1 → 0`, `1 → 255`.
@@ -134,5 +135,15 @@ mod tests {
         assert_eq!(picture.get_pixel(0, 0).0, [0, 0, 7]);
         assert_eq!(picture.get_pixel(8, 0).0, [255, 255, 255], "the gap");
         assert_eq!(picture.get_pixel(10 + 7, 10 + 7).0, [100, 100, 7]);
+
+        // A path without an extension still gets a PNG.
+        let bare = dir.path().join("masks");
+        save_grid(&bare, [1, 1], 4, 1, |_, _, _, _| [1, 2, 3]).unwrap();
+        let format = image::ImageReader::open(&bare)
+            .unwrap()
+            .with_guessed_format()
+            .unwrap()
+            .format();
+        assert_eq!(format, Some(image::ImageFormat::Png));
     }
 }
