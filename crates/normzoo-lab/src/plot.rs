@@ -182,6 +182,8 @@ fn draw_lines(area: &DrawingArea<BitMapBackend, Shift>, chart: &LineChart) -> Re
                 .x_desc(chart.x_label.as_str())
                 .y_desc(chart.y_label.as_str())
                 .label_style(("sans-serif", 13))
+                .x_label_formatter(&|x| tick(*x))
+                .y_label_formatter(&|y| tick(*y))
                 .draw()
                 .map_err(plot_error)?;
             for (index, series) in chart.series.iter().enumerate() {
@@ -221,6 +223,17 @@ fn draw_lines(area: &DrawingArea<BitMapBackend, Shift>, chart: &LineChart) -> Re
     Ok(())
 }
 
+/// An axis label: `1e-4` for the very small and very large, `2` rather than `2.0`, and at
+/// most two decimals.
+fn tick(value: f64) -> String {
+    let magnitude = value.abs();
+    if value != 0.0 && !(1e-2..1e4).contains(&magnitude) {
+        return format!("{value:.0e}");
+    }
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Blue for −1, white for 0, red for +1.
 fn diverging(value: f32) -> RGBColor {
     let v = value.clamp(-1.0, 1.0);
@@ -246,6 +259,8 @@ fn draw_heatmap(area: &DrawingArea<BitMapBackend, Shift>, map: &Heatmap) -> Resu
         .configure_mesh()
         .disable_mesh()
         .label_style(("sans-serif", 12))
+        // Row 0 is drawn at the top: label the rows from there.
+        .y_label_formatter(&|y| rows.saturating_sub(*y).to_string())
         .draw()
         .map_err(plot_error)?;
     let cells = map.values.iter().enumerate().flat_map(|(i, row)| {
@@ -314,6 +329,17 @@ mod tests {
         let blue = color(1).rgb();
         assert!(image.pixels().any(|p| p.0 == [blue.0, blue.1, blue.2]));
         assert!(distinct_colors(&image) > 10);
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(tick(9.999999999999999e-5), "1e-4");
+        assert_eq!(tick(2.0), "2");
+        assert_eq!(tick(0.1), "0.1");
+        assert_eq!(tick(85.9375), "85.94");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(25000.0), "2e4");
+        assert_eq!(tick(-0.5), "-0.5");
     }
 
     #[test]

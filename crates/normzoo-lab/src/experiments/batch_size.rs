@@ -178,11 +178,28 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         "Accuracy and train/eval gap against batch size",
     )?;
     out.text(table);
-    out.text(
-        "BatchNorm cannot train at batch size 1 in an MLP: with one value per channel there is \
-         no variance to normalize by, and it refuses the batch with PyTorch's own error, shown \
-         above; the experiment goes on without it. GroupNorm and LayerNorm compute every \
-         statistic within one sample, so their gap is zero at every batch size.",
+    let at_two = |norm: &str, out: &Output| out.value(&format!("test accuracy, {norm}, batch 2"));
+    let (batch, group, layer) = (
+        at_two("batchnorm", out),
+        at_two("groupnorm(8)", out),
+        at_two("layernorm", out),
     );
+    let verdict = if batch + 5.0 < group.min(layer) {
+        "BatchNorm's statistics of two samples are too noisy to learn from, and its running \
+         averages of them do not describe a single test image"
+    } else {
+        "at this size BatchNorm holds up against the per-sample normalizers"
+    };
+    out.text(format!(
+        "Every run takes the same number of steps, so a smaller batch sees fewer images \
+         ({} at batch 2): compare the normalizers at one batch size rather than one batch size \
+         with another. At batch 2 BatchNorm reaches {batch:.1}%, GroupNorm {group:.1}% and \
+         LayerNorm {layer:.1}%: {verdict}. BatchNorm cannot train \
+         at batch size 1 in an MLP: with one value per channel there is no variance to \
+         normalize by, and it refuses the batch with PyTorch's own error, shown above; the \
+         experiment goes on without it. GroupNorm and LayerNorm compute every statistic \
+         within one sample, so their gap is zero at every batch size.",
+        2 * steps,
+    ));
     Ok(())
 }

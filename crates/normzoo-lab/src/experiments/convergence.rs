@@ -158,5 +158,30 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         }
     }
     out.text(table);
+    let high = rates[1];
+    let none_high = rows
+        .iter()
+        .find(|(label, lr, ..)| *label == "none" && *lr == high)
+        .expect("every normalizer ran at every rate");
+    let outcome = match none_high {
+        (.., true) => "diverged (its loss became NaN)".to_string(),
+        (_, _, loss, accuracy, _) if *loss > 2.2 => format!(
+            "did not learn: its loss sits at {loss:.3}, about ln 10 ≈ 2.303, the loss of \
+             predicting every class alike, and it scores {accuracy:.1}%"
+        ),
+        (_, _, loss, accuracy, _) => {
+            format!("still trained (loss {loss:.3}, accuracy {accuracy:.1}%)")
+        }
+    };
+    let normalized_high: Vec<String> = rows
+        .iter()
+        .filter(|(label, lr, ..)| *label != "none" && *lr == high)
+        .map(|(label, _, _, accuracy, _)| format!("{label} {accuracy:.1}%"))
+        .collect();
+    out.text(format!(
+        "At lr {high} the network without normalization {outcome}. With a normalizer, at the \
+         same learning rate, the test accuracies are: {}.",
+        normalized_high.join(", ")
+    ));
     Ok(())
 }

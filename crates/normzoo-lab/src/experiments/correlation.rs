@@ -147,13 +147,24 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         "| normalizer | mean \\|r\\| off the diagonal, at init | after training |\n|---|---|---|\n{}",
         rows.join("\n")
     ));
-    out.text(
-        "Without normalization, every unit of a deep layer is scaled by the same factor that \
-         the layers below give each image (how large its activations came out), and that \
-         shared factor makes units move together. LayerNorm divides it out of each image's \
-         vector of units, and subtracting each image's mean across units leaves the units \
-         summing to zero, which pulls their correlations towards −1/(units − 1).",
-    );
+    let value = |what: &str, out: &Output| out.value(&format!("mean |r| {what}"));
+    out.text(format!(
+        "Mean |r| off the diagonal: {:.2} without normalization and {:.2} with LayerNorm at \
+         initialisation; {:.2} and {:.2} after training.",
+        value("at init, none", out),
+        value("at init, layernorm", out),
+        value("after training, none", out),
+        value("after training, layernorm", out),
+    ));
+    if value("after training, none", out) > value("after training, layernorm", out) {
+        out.text(
+            "Without normalization, every unit of a deep layer is scaled by the same factor that \
+             the layers below give each image (how large its activations came out), and that \
+             shared factor makes units move together. LayerNorm divides it out of each image's \
+             vector of units, and subtracting each image's mean across units leaves the units \
+             summing to zero, which pulls their correlations towards −1/(units − 1).",
+        );
+    }
     Ok(())
 }
 

@@ -171,5 +171,22 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         mean_of((1.0, 1.0), out),
         mean_of((1.0, 0.0), out),
     ));
+    let unstable: Vec<String> = INITS
+        .iter()
+        .filter(|&&init| {
+            let name = label(init);
+            out.value(&format!("final loss, {name}")) > out.value(&format!("initial loss, {name}"))
+        })
+        .map(|&init| format!("`{}`", label(init)))
+        .collect();
+    if !unstable.is_empty() {
+        out.text(format!(
+            "Training ended with a higher loss than it started with for {}: at this learning \
+             rate the large residual stream gives large logits and SGD overshoots; the accuracy \
+             column, which only counts the largest logit, shows how much of it still \
+             classifies right.",
+            unstable.join(", ")
+        ));
+    }
     Ok(())
 }

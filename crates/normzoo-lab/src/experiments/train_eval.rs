@@ -149,13 +149,26 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         first_after_start(&series[2]),
         schedule.steps,
     ));
+    let early_steps = schedule.steps / checkpoints;
+    let lag = if early_batch - early_eval > 2.0 {
+        format!(
+            "After {early_steps} steps the running statistics (momentum 0.1) still lag the \
+             weights: evaluation mode scores {early_eval:.1}% where batch statistics give \
+             {early_batch:.1}%."
+        )
+    } else {
+        format!(
+            "After {early_steps} steps the two are already within {:.1} points \
+             ({early_eval:.1}% with the running statistics, {early_batch:.1}% with batch \
+             statistics): at momentum 0.1 the running averages forget a batch within a few \
+             dozen steps, faster than these weights move.",
+            (early_batch - early_eval).abs()
+        )
+    };
     out.text(format!(
         "Scoring one image at a time in training mode normalizes each image with its own \
          per-channel statistics, so the information BatchNorm's running averages carry is \
-         lost: {single_final:.1}% against {eval_final:.1}%. Early on, the running statistics \
-         (momentum 0.1) still lag the weights, and evaluation mode scores {early_eval:.1}% \
-         where batch statistics give {early_batch:.1}%: the running statistics need some \
-         hundred batches to converge after the weights move.\n\n\
+         lost: {single_final:.1}% against {eval_final:.1}%. {lag}\n\n\
          For a fresh model, the largest logit difference between the two modes is \
          {batch_gap:.3} with BatchNorm (running statistics start at mean 0, variance 1, far \
          from the batch's) and {layer_gap:.1e} with LayerNorm (GroupNorm with one group: every \
