@@ -7,7 +7,7 @@ use normzoo_models::{Mlp, MlpConfig};
 use normzoo_norm::NormConfig;
 
 use super::Output;
-use super::train::{Data, Schedule, accuracy, tail_mean, train};
+use super::train::{Data, Schedule, accuracy, batched_accuracy, tail_mean, train};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError};
 
@@ -38,14 +38,12 @@ fn train_mode_accuracy(
     batch_size: usize,
 ) -> f64 {
     let copy = mlp.valid().train();
-    let n = labels.dims()[0];
-    let mut correct = 0.0;
-    for start in (0..n).step_by(batch_size) {
-        let len = batch_size.min(n - start);
-        let batch = Tensor::from_inner(images.clone().narrow(0, start, len));
-        correct += accuracy(&copy, batch, labels.clone().narrow(0, start, len)) * len as f64;
-    }
-    correct / n as f64
+    batched_accuracy(
+        &copy,
+        &Tensor::from_inner(images.clone()),
+        labels,
+        batch_size,
+    )
 }
 
 pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {

@@ -36,21 +36,14 @@ pub(crate) struct ResidualBlock {
 }
 
 impl ResidualMlp {
-    fn new(
-        width: usize,
-        depth: usize,
-        (gamma, beta): (f32, f32),
-        device: &Device,
-    ) -> Result<Self, LabError> {
+    /// The network with PyTorch's LayerNorm initialisation (`γ = 1`, `β = 0`).
+    fn new(width: usize, depth: usize, device: &Device) -> Result<Self, LabError> {
         let blocks = (0..depth)
             .map(|_| {
                 Ok(ResidualBlock {
                     expand: LinearConfig::new(width, 2 * width).init(device),
                     project: LinearConfig::new(2 * width, width).init(device),
-                    norm: NormConfig::layer()
-                        .init(width, device)?
-                        .with_scale(gamma)
-                        .with_shift(beta),
+                    norm: NormConfig::layer().init(width, device)?,
                 })
             })
             .collect::<Result<_, LabError>>()?;
@@ -59,6 +52,19 @@ impl ResidualMlp {
             blocks,
             head: LinearConfig::new(width, 10).init(device),
         })
+    }
+
+    /// The same weights with every branch's LayerNorm started at `γ` and `β`.
+    fn with_init(mut self, (gamma, beta): (f32, f32)) -> Self {
+        self.blocks = self
+            .blocks
+            .into_iter()
+            .map(|block| ResidualBlock {
+                norm: block.norm.with_scale(gamma).with_shift(beta),
+                ..block
+            })
+            .collect();
+        self
     }
 
     /// The logits and the residual stream after the last block.
@@ -96,14 +102,16 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     let device = lab.device.clone().autodiff();
     let (images, labels) = data.test_set(&lab.device);
     let bar = lab.progress_bar(INITS.len() * schedule.steps, "init: training");
+    // One set of weights for every run: the LayerNorms' initialisation is the only difference.
+    device.seed(lab.seed);
+    let base = ResidualMlp::new(width, depth, &device)?;
 
     let mut losses = Vec::new();
     let mut table = String::from(
         "| LayerNorm init | residual stream at the start: std / mean | initial loss | final loss (last 10%) | test accuracy |\n|---|---|---|---|---|\n",
     );
     for init in INITS {
-        device.seed(lab.seed);
-        let model = ResidualMlp::new(width, depth, init, &device)?;
+        let model = base.clone().with_init(init);
         let (_, stream) = model.valid().forward_with_stream(images.clone());
         let stream_std = stream.clone().var(1).sqrt().mean().into_scalar::<f32>() as f64;
         let stream_mean = stream.mean().into_scalar::<f32>() as f64;

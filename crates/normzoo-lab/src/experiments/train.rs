@@ -214,6 +214,26 @@ pub(crate) fn host_values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .expect("the lab computes in f32")
 }
 
+/// The accuracy of `model` fed the test set in batches of `batch_size`.
+pub(crate) fn batched_accuracy(
+    model: &impl ImageModel,
+    images: &Tensor<4>,
+    labels: &Tensor<1, Int>,
+    batch_size: usize,
+) -> f64 {
+    let n = labels.dims()[0];
+    let correct: f64 = (0..n)
+        .step_by(batch_size)
+        .map(|start| {
+            let len = batch_size.min(n - start);
+            let images = images.clone().narrow(0, start, len);
+            let labels = labels.clone().narrow(0, start, len);
+            accuracy(model, images, labels) * len as f64
+        })
+        .sum();
+    correct / n as f64
+}
+
 /// The mean of the last `fraction` of `values` (a smoothed final loss).
 pub(crate) fn tail_mean(values: &[f64], fraction: f64) -> f64 {
     let n = ((values.len() as f64 * fraction).ceil() as usize).clamp(1, values.len().max(1));
@@ -232,4 +252,22 @@ pub(crate) fn smoothed(losses: &[f64], window: usize) -> Vec<(f64, f64)> {
             (step, chunk.iter().sum::<f64>() / chunk.len() as f64)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SmallCnnConfig;
+    use normzoo_norm::backend::compiled_devices;
+
+    #[test]
+    fn batched_accuracy_weighs_a_short_last_batch_by_its_size() {
+        let (_, cpu) = compiled_devices().unwrap().remove(0);
+        let model = SmallCnnConfig::new().init(&cpu).unwrap();
+        let data = Data::new(3, 10);
+        let (images, labels) = data.test_set(&cpu);
+        let whole = batched_accuracy(&model, &images, &labels, 10);
+        let in_fours = batched_accuracy(&model.valid(), &images, &labels, 4);
+        assert!((whole - in_fours).abs() < 1e-9, "{whole} vs {in_fours}");
+    }
 }

@@ -4,33 +4,13 @@
 //! move between the two modes with BatchNorm and with LayerNorm.
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use normzoo_norm::{NormConfig, StatsMode};
 
 use super::Output;
-use super::train::{Data, Schedule, accuracy, train_measuring};
+use super::train::{Data, Schedule, batched_accuracy, train_measuring};
 use crate::plot::{LineChart, Panel, Series, render};
-use crate::{Lab, LabError, SmallCnn, SmallCnnConfig};
-
-/// The accuracy of `model` fed the test set in batches of `batch_size`.
-fn batched_accuracy(
-    model: &SmallCnn,
-    images: &Tensor<4>,
-    labels: &Tensor<1, Int>,
-    batch_size: usize,
-) -> f64 {
-    let n = labels.dims()[0];
-    let correct: f64 = (0..n)
-        .step_by(batch_size)
-        .map(|start| {
-            let len = batch_size.min(n - start);
-            let images = images.clone().narrow(0, start, len);
-            let labels = labels.clone().narrow(0, start, len);
-            accuracy(model, images, labels) * len as f64
-        })
-        .sum();
-    correct / n as f64
-}
+use crate::{Lab, LabError, SmallCnnConfig};
 
 /// The largest difference between a fresh model's logits in training and in evaluation mode.
 fn mode_gap(config: &SmallCnnConfig, images: Tensor<4>, lab: &Lab) -> Result<f64, LabError> {
@@ -175,21 +155,4 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
          statistic is per sample, so there is no mode to forget)."
     ));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use normzoo_norm::backend::compiled_devices;
-
-    #[test]
-    fn batched_accuracy_weighs_a_short_last_batch_by_its_size() {
-        let (_, cpu) = compiled_devices().unwrap().remove(0);
-        let model = SmallCnnConfig::new().init(&cpu).unwrap();
-        let data = Data::new(3, 10);
-        let (images, labels) = data.test_set(&cpu);
-        let whole = batched_accuracy(&model, &images, &labels, 10);
-        let in_fours = batched_accuracy(&model.valid(), &images, &labels, 4);
-        assert!((whole - in_fours).abs() < 1e-9, "{whole} vs {in_fours}");
-    }
 }
