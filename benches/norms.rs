@@ -1,9 +1,11 @@
-//! Forward and forward + backward of every normalizer, ours next to burn-nn's own module where
-//! burn-nn has one, on the default CPU backend (flex), at the shapes of the performance issue.
+//! Forward and forward + backward of every normalizer, ours next to burn-nn's own module, at the
+//! shapes of `BENCHMARKS.md` (and of `benches/pytorch_norms.py`, which times PyTorch on them).
 //!
-//! `cargo bench --bench norms` (add `-- GroupNorm` to run one layer). Throughput is reported in
-//! bytes read + written by the forward pass. Both run on the autodiff device, so BatchNorm and
-//! InstanceNorm take their training path.
+//! `cargo bench --bench norms` (add `-- GroupNorm` to run one layer). The backend is flex unless
+//! `NORMZOO_BENCH_DEVICE` names another compiled one (`NORMZOO_BENCH_DEVICE=wgpu cargo bench
+//! --features wgpu --bench norms`). Throughput is reported in bytes read + written by the
+//! forward pass. Both run on the autodiff device, so BatchNorm and InstanceNorm take their
+//! training path; each measurement waits for the device to finish.
 
 use burn::nn;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -70,7 +72,10 @@ fn cases(device: &Device) -> Vec<Case> {
 }
 
 fn bench_norms(c: &mut Criterion) {
-    let device = Device::flex().autodiff();
+    let name = std::env::var("NORMZOO_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
+    let device = normzoo::norm::backend::device(&name)
+        .unwrap_or_else(|err| panic!("NORMZOO_BENCH_DEVICE: {err}"))
+        .autodiff();
     for case in cases(&device) {
         let mut group = c.benchmark_group(case.layer);
         let numel: usize = case.shape.iter().product();
@@ -89,7 +94,9 @@ fn bench_norms(c: &mut Criterion) {
                 b.iter(|| {
                     let x = x.clone().require_grad();
                     let grads = forward(x.clone()).sum().backward();
-                    x.grad(&grads).unwrap()
+                    let dx = x.grad(&grads).unwrap();
+                    dx.device().sync().unwrap();
+                    dx
                 })
             });
         }

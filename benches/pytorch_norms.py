@@ -1,0 +1,120 @@
+"""PyTorch's side of BENCHMARKS.md: the normalizers of `benches/norms.rs` at the same shapes, and
+ResNet18-CIFAR training and inference images/s as `examples/throughput.rs` measures them.
+
+    python3 benches/pytorch_norms.py --threads 2            # CPU, as on our 2-core machine
+    python3 benches/pytorch_norms.py --device cuda --resnet
+
+Prints a Markdown table: median milliseconds of the forward pass and of forward + backward
+(backward of the output's sum, as the Rust bench does), and the forward's bytes read + written
+per second. Inputs are uniform in [0, 1), as burn's `Distribution::Default`.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+# (name, shape, module factory): the cases of benches/norms.rs.
+CASES = [
+    ("BatchNorm", (64, 64, 32, 32), lambda: nn.BatchNorm2d(64)),
+    ("LayerNorm", (32, 128, 1, 768), lambda: nn.LayerNorm(768)),
+    ("GroupNorm", (16, 128, 32, 32), lambda: nn.GroupNorm(32, 128)),
+    ("InstanceNorm", (16, 64, 64, 64), lambda: nn.InstanceNorm2d(64, affine=True)),
+    ("RmsNorm", (32, 128, 1, 768), lambda: nn.RMSNorm(768)),
+]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(run, device, warmup, repeats):
+    for _ in range(warmup):
+        run()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench_norms(device, warmup, repeats):
+    print("| layer | shape | forward ms | forward GB/s | forward+backward ms |")
+    print("|---|---|---|---|---|")
+    for name, shape, factory in CASES:
+        layer = factory().to(device).train()
+        x = torch.rand(shape, device=device)
+        forward = median_ms(lambda: layer(x), device, warmup, repeats)
+        xg = x.clone().requires_grad_(True)
+
+        def forward_backward():
+            xg.grad = None
+            layer(xg).sum().backward()
+
+        both = median_ms(forward_backward, device, warmup, repeats)
+        gbs = 2 * 4 * x.numel() / (forward * 1e-3) / 1e9
+        dims = "×".join(map(str, shape))
+        print(f"| {name} | {dims} | {forward:.3f} | {gbs:.1f} | {both:.3f} |")
+
+
+def resnet18_cifar():
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def bench_resnet(device, train_batch, infer_batch, warmup, steps):
+    torch.manual_seed(42)
+    model = resnet18_cifar().to(device)
+    optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    images = torch.randn(train_batch, 3, 32, 32, device=device)
+    labels = torch.arange(train_batch, device=device) % 10
+
+    def train_step():
+        optim.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optim.step()
+
+    model.train()
+    train_ms = median_ms(train_step, device, warmup, steps)
+    model.eval()
+    batch = torch.randn(infer_batch, 3, 32, 32, device=device)
+    with torch.no_grad():
+        infer_ms = median_ms(lambda: model(batch), device, warmup, steps)
+    print(f"ResNet18-CIFAR: training batch {train_batch}: {train_batch / train_ms * 1e3:.1f} images/s;"
+          f" inference batch {infer_batch}: {infer_batch / infer_ms * 1e3:.1f} images/s")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--resnet", action="store_true", help="also time ResNet18-CIFAR")
+    parser.add_argument("--train-batch", type=int, default=64)
+    parser.add_argument("--infer-batch", type=int, default=256)
+    parser.add_argument("--resnet-steps", type=int, default=10)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}")
+    bench_norms(device, args.warmup, args.repeats)
+    if args.resnet:
+        bench_resnet(device, args.train_batch, args.infer_batch, args.warmup, args.resnet_steps)
+
+
+if __name__ == "__main__":
+    main()

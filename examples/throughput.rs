@@ -1,0 +1,167 @@
+//! ResNet18-CIFAR training and inference speed, in images per second, on each backend named.
+//!
+//! ```sh
+//! cargo run --release --example throughput
+//! cargo run --release --features wgpu --example throughput -- --devices flex,wgpu
+//! ```
+//!
+//! Training is one SGD step (momentum 0.9) of cross-entropy on random 32×32 images, timed
+//! after warm-up steps that let the backend compile and cache its kernels; inference is the
+//! evaluation-mode forward pass (`model.valid()`). Each device's work is waited for before the
+//! clock stops. Peak memory is the process's peak resident set (Linux only), reset before each
+//! device, so for a GPU backend it is host memory only. `benches/pytorch_norms.py --resnet`
+//! measures the same network in PyTorch.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use clap::Parser;
+use normzoo::models::ResNetConfig;
+use normzoo::norm::NormConfig;
+use normzoo::norm::backend::device;
+
+/// Measure ResNet18-CIFAR training and inference throughput.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Backends to measure, comma-separated: flex, ndarray, wgpu (those compiled in).
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    devices: Vec<String>,
+    /// The normalizer after every convolution: batch, group[:G], layer2d, instance, none.
+    #[arg(long, default_value = "batch")]
+    norm: NormConfig,
+    /// Images per training step.
+    #[arg(long, default_value_t = 64)]
+    train_batch: usize,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 256)]
+    infer_batch: usize,
+    /// Untimed steps first (kernel compilation, autotuning, allocator warm-up).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+}
+
+/// One device's measurements.
+struct Throughput {
+    train: f64,
+    infer: f64,
+    peak_memory_mb: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.steps == 0 || args.train_batch == 0 || args.infer_batch == 0 {
+        eprintln!("error: --steps, --train-batch and --infer-batch must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "ResNet18-CIFAR ({}), training batch {}, inference batch {}, {} timed steps after {} warm-up",
+        args.norm, args.train_batch, args.infer_batch, args.steps, args.warmup
+    );
+    println!("| device | train images/s | inference images/s | peak memory (MB) |");
+    println!("|---|---|---|---|");
+    for name in &args.devices {
+        let device = match device(name) {
+            Ok(device) => device,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match measure(&args, &device) {
+            Ok(result) => println!(
+                "| {name} | {:.1} | {:.1} | {} |",
+                result.train,
+                result.infer,
+                result
+                    .peak_memory_mb
+                    .map_or_else(|| "n/a".into(), |mb| format!("{mb:.0}"))
+            ),
+            Err(err) => {
+                eprintln!("error: {name}: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
+    reset_peak_memory();
+    let autodiff = device.clone().autodiff();
+    device.seed(42);
+    let mut model = ResNetConfig::resnet18_cifar(10)
+        .with_norm(args.norm.clone())
+        .init(&autodiff)
+        .map_err(|err| err.to_string())?;
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+        .init();
+    let loss = CrossEntropyLossConfig::new().init(&autodiff);
+    let images = Tensor::<4>::random(
+        [args.train_batch, 3, 32, 32],
+        Distribution::Normal(0.0, 1.0),
+        &autodiff,
+    );
+    let labels =
+        Tensor::<1, Int>::arange(0..args.train_batch as i64, &autodiff).remainder_scalar(10);
+
+    let mut train_time = Duration::ZERO;
+    for step in 0..args.warmup + args.steps {
+        let start = Instant::now();
+        let logits = model.forward(images.clone());
+        let value = loss.forward(logits, labels.clone());
+        let grads = GradientsParams::from_grads(value.backward(), &model);
+        model = optim.step(0.01, model, grads);
+        device.sync().map_err(|err| format!("{err:?}"))?;
+        if step >= args.warmup {
+            train_time += start.elapsed();
+        }
+    }
+
+    let model = model.valid();
+    let images = Tensor::<4>::random(
+        [args.infer_batch, 3, 32, 32],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let mut infer_time = Duration::ZERO;
+    for step in 0..args.warmup + args.steps {
+        let start = Instant::now();
+        let logits = model.forward(images.clone());
+        device.sync().map_err(|err| format!("{err:?}"))?;
+        drop(logits);
+        if step >= args.warmup {
+            infer_time += start.elapsed();
+        }
+    }
+
+    let images_per_second =
+        |batch: usize, time: Duration| (batch * args.steps) as f64 / time.as_secs_f64();
+    Ok(Throughput {
+        train: images_per_second(args.train_batch, train_time),
+        infer: images_per_second(args.infer_batch, infer_time),
+        peak_memory_mb: peak_memory_mb(),
+    })
+}
+
+/// Resets the kernel's record of this process's peak resident set (Linux; elsewhere a no-op).
+fn reset_peak_memory() {
+    // Writing 5 to clear_refs resets VmHWM (proc(5)); failure only leaves the peak unreset.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident set since the last reset, from `/proc/self/status` (Linux).
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
