@@ -65,8 +65,18 @@ pub struct Critics {
 }
 
 /// The mean squared distance of `scores` from `target` (least-squares GAN).
+///
+/// The scores are flattened first. On burn 0.22.1's wgpu backend (with fusion) on an autodiff
+/// device, a convolution's 4-d output followed directly by `sub_scalar` and `powi_scalar`
+/// computes wrong values (16× too large for PatchGAN scores near 0), which made CycleGAN diverge
+/// on wgpu; a reshape between them gives the right ones. `tests/backend_parity.rs` checks a
+/// CycleGAN training step against the CPU.
 fn least_squares(scores: Tensor<4>, target: f32) -> Tensor<1> {
-    scores.sub_scalar(target).powi_scalar(2).mean()
+    scores
+        .flatten::<1>(0, 3)
+        .sub_scalar(target)
+        .powi_scalar(2)
+        .mean()
 }
 
 /// The mean absolute difference of two image batches, in `[0, 1]` pixel units.
