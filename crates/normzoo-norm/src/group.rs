@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{init_affine, scale_shift, standardize};
+use crate::stats::{Grouping, fused_rows, init_affine, scale_shift, standardize};
 
 /// Configuration of a [`GroupNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -119,15 +119,24 @@ impl GroupNorm {
         check_input::rank(LAYER, &dims, 2..=usize::MAX, "[N, C, *]")?;
         check_input::channels(LAYER, &dims, self.num_channels)?;
         let group_size = input.shape().num_elements() / (dims[0] * self.num_groups);
-        // [N, G, C/G · ∏ spatial]: each group's values are contiguous in the last axis.
-        let grouped = input.reshape([dims[0], self.num_groups, group_size]);
+        let channels_per_group = self.num_channels / self.num_groups;
+        let grouping = Grouping {
+            groups: self.num_groups,
+            channels_per_group,
+            spatial: group_size / channels_per_group,
+            center: true,
+            eps: self.eps,
+        };
+        // [N·G, C/G · ∏ spatial]: each group's values are contiguous in a row.
+        let rows = input.reshape([dims[0] * self.num_groups, group_size]);
+        let gamma = self.gamma.as_ref().map(Param::val);
+        let beta = self.beta.as_ref().map(Param::val);
+        if let Some(output) = fused_rows(&rows, gamma.clone(), beta.clone(), grouping) {
+            return Ok(output.reshape(dims));
+        }
+        let grouped = rows.reshape([dims[0], self.num_groups, group_size]);
         let normalized = standardize(grouped, self.eps).output.reshape(dims);
-        Ok(scale_shift(
-            normalized,
-            self.gamma.as_ref().map(Param::val),
-            self.beta.as_ref().map(Param::val),
-            1,
-        ))
+        Ok(scale_shift(normalized, gamma, beta, 1))
     }
 }
 

@@ -7,8 +7,8 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
 use crate::stats::{
-    Blend, init_affine, init_running_stats, normalize_with_running_stats, scale_shift, standardize,
-    unbiased, update_running,
+    Blend, Grouping, fused_rows, init_affine, init_running_stats, normalize_with_running_stats,
+    scale_shift, standardize, unbiased, update_running,
 };
 
 /// Configuration of an [`InstanceNorm`] layer. The defaults are PyTorch's.
@@ -176,15 +176,31 @@ impl InstanceNorm {
                 ),
             ));
         }
-        // [N, C, ∏ spatial]: each instance's values are contiguous in the last axis.
-        let standardized = standardize(input.reshape([dims[0], dims[1], spatial]), self.eps);
+        let gamma = self.gamma.as_ref().map(Param::val);
+        let beta = self.beta.as_ref().map(Param::val);
+        // [N·C, ∏ spatial]: each instance's values are contiguous in a row. The fused kernel
+        // keeps no statistics, so a training step that updates running ones composes.
+        let rows = input.reshape([dims[0] * dims[1], spatial]);
+        let grouping = Grouping {
+            groups: dims[1],
+            channels_per_group: 1,
+            spatial,
+            center: true,
+            eps: self.eps,
+        };
+        if !(training && self.running_mean.is_some())
+            && let Some(output) = fused_rows(&rows, gamma.clone(), beta.clone(), grouping)
+        {
+            return Ok(output.reshape(dims));
+        }
+        let standardized = standardize(rows.reshape([dims[0], dims[1], spatial]), self.eps);
         if training {
             self.update_running_stats(standardized.mean, standardized.var, spatial);
         }
         Ok(scale_shift(
             standardized.output.reshape(dims),
-            self.gamma.as_ref().map(Param::val),
-            self.beta.as_ref().map(Param::val),
+            gamma,
+            beta,
             1,
         ))
     }

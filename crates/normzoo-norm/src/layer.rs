@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{init_affine, layer_normalize};
+use crate::stats::{Grouping, fused_rows, init_affine, layer_normalize};
 
 /// Configuration of a [`LayerNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -117,12 +117,18 @@ impl LayerNorm {
         // Flatten to [samples, ∏ normalized_shape] so one fused op covers any k.
         let width: usize = self.normalized_shape.iter().product();
         let rows = input.shape().num_elements() / width;
-        let output = layer_normalize(
-            input.reshape([rows, width]),
-            self.gamma.as_ref().map(Param::val),
-            self.beta.as_ref().map(Param::val),
-            self.eps,
-        );
+        let gamma = self.gamma.as_ref().map(Param::val);
+        let beta = self.beta.as_ref().map(Param::val);
+        let grouping = Grouping {
+            groups: 1,
+            channels_per_group: width,
+            spatial: 1,
+            center: true,
+            eps: self.eps,
+        };
+        let input = input.reshape([rows, width]);
+        let output = fused_rows(&input, gamma.clone(), beta.clone(), grouping)
+            .unwrap_or_else(|| layer_normalize(input, gamma, beta, self.eps));
         Ok(output.reshape(dims))
     }
 }

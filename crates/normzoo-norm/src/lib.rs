@@ -46,6 +46,8 @@
 pub mod backend;
 mod batch;
 mod error;
+#[cfg(feature = "flex")]
+mod fused;
 mod group;
 mod instance;
 mod layer;

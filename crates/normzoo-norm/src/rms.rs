@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{init_affine, rms_normalize, scale_shift};
+use crate::stats::{Grouping, fused_rows, init_affine, rms_normalize, scale_shift};
 
 /// Configuration of an [`RmsNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -112,8 +112,17 @@ impl RmsNorm {
         });
         let width: usize = self.normalized_shape.iter().product();
         let rows = input.shape().num_elements() / width;
-        let normalized = rms_normalize(input.reshape([rows, width]), eps);
-        let scaled = scale_shift(normalized, self.gamma.as_ref().map(Param::val), None, 1);
+        let gamma = self.gamma.as_ref().map(Param::val);
+        let grouping = Grouping {
+            groups: 1,
+            channels_per_group: width,
+            spatial: 1,
+            center: false,
+            eps,
+        };
+        let input = input.reshape([rows, width]);
+        let scaled = fused_rows(&input, gamma.clone(), None, grouping)
+            .unwrap_or_else(|| scale_shift(rms_normalize(input, eps), gamma, None, 1));
         Ok(scaled.reshape(dims))
     }
 }

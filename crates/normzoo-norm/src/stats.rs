@@ -47,6 +47,59 @@ impl Precision {
     }
 }
 
+/// How the rows of a `[rows, K]` view map onto channels: row `r` is group `r % groups`, and
+/// within a row the values are `channels_per_group` runs of `spatial` values, one run per
+/// channel. GroupNorm: `G`, `C/G`, `∏ spatial`; InstanceNorm: `C`, `1`, `∏ spatial`;
+/// LayerNorm and RMSNorm: `1`, `K`, `1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Grouping {
+    /// Groups per sample; `γ` and `β` hold `groups · channels_per_group` values.
+    pub groups: usize,
+    /// Channels in one row.
+    pub channels_per_group: usize,
+    /// Values of one channel in one row.
+    pub spatial: usize,
+    /// Subtract the mean (every normalizer but RMSNorm).
+    pub center: bool,
+    /// Added to the variance (or mean square) before the square root.
+    pub eps: f64,
+}
+
+// Only the fused kernel reads these; a build without flex composes instead.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+impl Grouping {
+    /// Values in one row (`K`).
+    pub(crate) fn row_len(&self) -> usize {
+        self.channels_per_group * self.spatial
+    }
+
+    /// Values of `γ` and `β`.
+    pub(crate) fn channels(&self) -> usize {
+        self.groups * self.channels_per_group
+    }
+}
+
+/// The rows of `x` (`[rows, K]`, grouped as `grouping` says) normalized and scaled and shifted
+/// per channel by `γ` and `β` (the constants 1 and 0 where absent) in one fused kernel, or
+/// `None` when no kernel applies: a backend other than flex, a dtype other than f32, or a build
+/// without flex. The caller then composes the same result from tensor ops.
+pub(crate) fn fused_rows(
+    x: &Tensor<2>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    grouping: Grouping,
+) -> Option<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    {
+        crate::fused::try_normalize_rows(x, gamma, beta, grouping)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, gamma, beta, grouping);
+        None
+    }
+}
+
 /// `(x − mean) / sqrt(var + eps)` over the last axis, with the statistics it used.
 pub(crate) struct Standardized<const D: usize> {
     /// The standardized input, in the input's precision.

@@ -1,0 +1,570 @@
+//! Fused normalization on the flex backend, with a closed-form backward pass.
+//!
+//! GroupNorm, InstanceNorm, LayerNorm and RMSNorm all standardize the rows of a `[rows, K]`
+//! view and then scale and shift by a per-channel `γ`, `β`. Composed of tensor ops, that costs a
+//! pass over memory and a fresh buffer per op, and an autodiff node per op whose backward takes
+//! more passes. Here one kernel computes each row's statistics and output (the row is read
+//! twice while it is in cache, and written once), and one backward kernel computes every
+//! gradient from the saved statistics (`dx` overwrites `dy` when nothing else holds it):
+//!
+//! ```text
+//! x̂ = (x − μ)·r,   r = 1 / sqrt(σ² + ε),   y = x̂·γ + β            (RMSNorm: μ = 0)
+//! g = dy·γ,   dx = r·(g − mean(g) − x̂·mean(g·x̂)),   dγ = Σ dy·x̂,   dβ = Σ dy
+//! ```
+//!
+//! where the means run over the row (RMSNorm drops the `mean(g)` term) and `dγ`, `dβ` sum over
+//! every position of their channel. The kernels read f32 only; every other case, and every
+//! other backend, takes the composed path in [`stats`](crate::stats), which the tests compare
+//! this one against.
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::stats::Grouping;
+
+/// Normalizes the rows of `x` (`[rows, K]`) and scales and shifts by `gamma` and `beta`
+/// (`[channels]`) on the fused kernel, or returns `None` when it does not apply (a backend
+/// other than flex, or a dtype other than f32), for the caller to compose it instead.
+pub(crate) fn try_normalize_rows(
+    x: &Tensor<2>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    grouping: Grouping,
+) -> Option<Tensor<2>> {
+    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    let all_f32 = std::iter::once(x.dtype())
+        .chain(gamma.iter().chain(&beta).map(Tensor::dtype))
+        .all(|dtype| dtype == DType::F32);
+    if !(on_flex && all_f32) {
+        return None;
+    }
+    let device = x.device();
+    let channels = grouping.channels();
+    let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &device));
+    let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &device));
+    let Grouping {
+        groups,
+        channels_per_group,
+        spatial,
+        center,
+        eps,
+    } = grouping;
+    Some(Tensor::from_dispatch(
+        <Dispatch as FusedNormBackend>::normalize_rows(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        ),
+    ))
+}
+
+/// The fused normalization as a burn backend extension.
+#[backend_extension(Flex, Autodiff)]
+pub(crate) trait FusedNormBackend: Backend {
+    /// `x̂·γ + β` over the rows of `x` (`[rows, K]`), grouped as the arguments of a
+    /// [`Grouping`] say.
+    #[allow(clippy::too_many_arguments)]
+    fn normalize_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedNormBackend for Flex {
+    fn normalize_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let grouping = Grouping {
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        };
+        forward(&x, &gamma, &beta, grouping).0
+    }
+}
+
+impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
+    fn normalize_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let grouping = Grouping {
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        };
+        let guards = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        match NormalizeRowsBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, statistics) = forward(&x, &gamma, &beta, grouping);
+                let saved = Saved {
+                    x,
+                    gamma,
+                    statistics,
+                    grouping,
+                };
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(&x, &gamma, &beta, grouping).0),
+        }
+    }
+}
+
+/// Each row's mean and `1 / sqrt(σ² + ε)`, interleaved: `[μ₀, r₀, μ₁, r₁, …]`.
+type RowStatistics = Vec<f32>;
+
+/// What the backward pass needs from the forward pass.
+#[derive(Debug, Clone)]
+struct Saved {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    statistics: RowStatistics,
+    grouping: Grouping,
+}
+
+#[derive(Debug)]
+struct NormalizeRowsBackward;
+
+impl Backward<Flex, 3> for NormalizeRowsBackward {
+    type State = Saved;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        let output_grad = grads.consume::<Flex>(&ops.node);
+        let Saved {
+            x,
+            gamma,
+            statistics,
+            grouping,
+        } = ops.state;
+        let (x_grad, gamma_grad, beta_grad) =
+            backward(output_grad, &x, &gamma, &statistics, grouping);
+        if let Some(node) = x_node {
+            grads.register::<Flex>(node.id, x_grad);
+        }
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(node.id, gamma_grad);
+        }
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(node.id, beta_grad);
+        }
+    }
+}
+
+/// The values of a flex tensor in row-major order, copied only when it is not contiguous.
+fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match tensor.as_slice::<f32>() {
+        Some(values) => values.into(),
+        None => tensor
+            .to_contiguous()
+            .as_slice::<f32>()
+            .expect("a contiguous f32 tensor")
+            .to_vec()
+            .into(),
+    }
+}
+
+fn tensor_from(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// The forward kernel: the output, and each row's statistics.
+fn forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    grouping: Grouping,
+) -> (FlexTensor, RowStatistics) {
+    let shape = x.shape().to_vec();
+    let width = grouping.row_len();
+    let (x, gamma, beta) = (values(x), values(gamma), values(beta));
+    let rows = x.len() / width;
+    let mut output = vec![0.0f32; x.len()];
+    let mut statistics = vec![0.0f32; 2 * rows];
+    output
+        .par_chunks_exact_mut(width)
+        .zip(x.par_chunks_exact(width))
+        .zip(statistics.par_chunks_exact_mut(2))
+        .enumerate()
+        .for_each(|(row, ((out, x), stats))| {
+            let (mean, rstd) = row_statistics(x, grouping);
+            stats.copy_from_slice(&[mean, rstd]);
+            let channels = group_channels(row, grouping);
+            let (gamma, beta) = (&gamma[channels.clone()], &beta[channels]);
+            if grouping.spatial == 1 {
+                // One channel per value (LayerNorm, RMSNorm): γ and β run along the row.
+                for (((out, &x), &gamma), &beta) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    let scale = rstd * gamma;
+                    *out = x * scale + (beta - mean * scale);
+                }
+            } else {
+                // Runs of `spatial` values per channel (GroupNorm, InstanceNorm).
+                let runs = out
+                    .chunks_exact_mut(grouping.spatial)
+                    .zip(x.chunks_exact(grouping.spatial));
+                for ((out, x), (&gamma, &beta)) in runs.zip(gamma.iter().zip(beta)) {
+                    let scale = rstd * gamma;
+                    let shift = beta - mean * scale;
+                    for (out, &x) in out.iter_mut().zip(x) {
+                        *out = x * scale + shift;
+                    }
+                }
+            }
+        });
+    (tensor_from(output, shape), statistics)
+}
+
+/// Per-thread sums of `dγ` and `dβ`, in f64 (they add up over every row).
+type AffineGrads = (Vec<f64>, Vec<f64>);
+
+/// The backward kernel: the gradients of `x`, `γ` and `β` from the output's.
+fn backward(
+    output_grad: FlexTensor,
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    statistics: &[f32],
+    grouping: Grouping,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let shape = x.shape().to_vec();
+    let width = grouping.row_len();
+    let channels = grouping.channels();
+    let (x, gamma) = (values(x), values(gamma));
+    // The input gradient overwrites the output gradient when this is its only owner, which
+    // saves allocating (and faulting in) a buffer the size of the input.
+    let mut output_grad = output_grad;
+    let reuse = output_grad.is_unique()
+        && output_grad.as_slice::<f32>().map(<[f32]>::len) == Some(x.len())
+        && output_grad.try_storage_mut::<f32>().map(|s| s.len()) == Some(x.len());
+    let mut fresh = Vec::new();
+    let grad: &mut [f32] = if reuse {
+        output_grad
+            .try_storage_mut::<f32>()
+            .expect("checked unique above")
+    } else {
+        fresh = values(&output_grad).into_owned();
+        &mut fresh
+    };
+    let zeros = || (vec![0.0f64; channels], vec![0.0f64; channels]);
+    let (gamma_grad, beta_grad) = grad
+        .par_chunks_exact_mut(width)
+        .zip(x.par_chunks_exact(width))
+        .zip(statistics.par_chunks_exact(2))
+        .enumerate()
+        .fold(zeros, |mut sums: AffineGrads, (row, ((grad, x), stats))| {
+            backward_row(grad, x, stats, &gamma, row, grouping, &mut sums);
+            sums
+        })
+        .reduce(zeros, |(mut gamma_a, mut beta_a), (gamma_b, beta_b)| {
+            gamma_a.iter_mut().zip(gamma_b).for_each(|(a, b)| *a += b);
+            beta_a.iter_mut().zip(beta_b).for_each(|(a, b)| *a += b);
+            (gamma_a, beta_a)
+        });
+    let x_grad = if reuse {
+        output_grad
+    } else {
+        tensor_from(fresh, shape)
+    };
+    let narrow = |values: Vec<f64>| values.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+    (
+        x_grad,
+        tensor_from(narrow(gamma_grad), [channels]),
+        tensor_from(narrow(beta_grad), [channels]),
+    )
+}
+
+/// One row of the backward pass: replaces the row's output gradient `grad` by its input
+/// gradient and adds the row's share of `dγ` and `dβ` to `sums`.
+fn backward_row(
+    grad: &mut [f32],
+    x: &[f32],
+    stats: &[f32],
+    gamma: &[f32],
+    row: usize,
+    grouping: Grouping,
+    (gamma_grad, beta_grad): &mut AffineGrads,
+) {
+    let (mean, rstd) = (stats[0], stats[1]);
+    let channels = group_channels(row, grouping);
+    let gamma = &gamma[channels.clone()];
+    let (gamma_grad, beta_grad) = (&mut gamma_grad[channels.clone()], &mut beta_grad[channels]);
+    // Pass 1: Σ g and Σ g·x̂ over the row (g = dy·γ), and the row's share of dγ = Σ dy·x̂ and
+    // dβ = Σ dy.
+    let (sum_g, sum_g_xhat) = if grouping.spatial == 1 {
+        let per_value = grad
+            .iter()
+            .zip(x)
+            .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()));
+        for ((&dy, &x), (gamma_grad, beta_grad)) in per_value {
+            *gamma_grad += f64::from(dy * (x - mean) * rstd);
+            *beta_grad += f64::from(dy);
+        }
+        let dy_gamma = lane_sum(grad.len(), |i| f64::from(grad[i] * gamma[i]));
+        let dy_gamma_xhat = lane_sum(grad.len(), |i| {
+            f64::from(grad[i] * gamma[i] * (x[i] - mean) * rstd)
+        });
+        (dy_gamma, dy_gamma_xhat)
+    } else {
+        let runs = grad
+            .chunks_exact(grouping.spatial)
+            .zip(x.chunks_exact(grouping.spatial));
+        let mut sums = (0.0f64, 0.0f64);
+        for (((dy, x), &gamma), (gamma_grad, beta_grad)) in runs
+            .zip(gamma)
+            .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
+        {
+            let dy_sum = lane_sum(dy.len(), |i| f64::from(dy[i]));
+            let dy_xhat = lane_sum(dy.len(), |i| f64::from(dy[i] * (x[i] - mean) * rstd));
+            *gamma_grad += dy_xhat;
+            *beta_grad += dy_sum;
+            sums.0 += dy_sum * f64::from(gamma);
+            sums.1 += dy_xhat * f64::from(gamma);
+        }
+        sums
+    };
+    // Pass 2: dx = r·γ·dy − r·mean(g) − r·x̂·mean(g·x̂), written as dy·(r·γ) + x·k₁ + k₀.
+    let width = grad.len() as f64;
+    let mean_g = if grouping.center { sum_g / width } else { 0.0 };
+    let mean_g_xhat = sum_g_xhat / width;
+    let (r, mu) = (f64::from(rstd), f64::from(mean));
+    let k1 = (-r * r * mean_g_xhat) as f32;
+    let k0 = (-r * mean_g + mu * r * r * mean_g_xhat) as f32;
+    if grouping.spatial == 1 {
+        for ((dy, &x), &gamma) in grad.iter_mut().zip(x).zip(gamma) {
+            *dy = *dy * (rstd * gamma) + x * k1 + k0;
+        }
+    } else {
+        let runs = grad
+            .chunks_exact_mut(grouping.spatial)
+            .zip(x.chunks_exact(grouping.spatial));
+        for ((dy, x), &gamma) in runs.zip(gamma) {
+            let scale = rstd * gamma;
+            for (dy, &x) in dy.iter_mut().zip(x) {
+                *dy = *dy * scale + x * k1 + k0;
+            }
+        }
+    }
+}
+
+/// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes (mean, then
+/// the mean squared deviation), accumulated in f64 so that a large mean does not cancel the
+/// variance's digits.
+fn row_statistics(x: &[f32], grouping: Grouping) -> (f32, f32) {
+    let n = x.len() as f64;
+    let mean = if grouping.center {
+        lane_sum(x.len(), |i| f64::from(x[i])) / n
+    } else {
+        0.0
+    };
+    let var = lane_sum(x.len(), |i| {
+        let deviation = f64::from(x[i]) - mean;
+        deviation * deviation
+    }) / n;
+    (mean as f32, (1.0 / (var + grouping.eps).sqrt()) as f32)
+}
+
+/// `Σ term(i)` for `i` in `0..len`, over eight independent accumulators: a single running sum
+/// would make every addition wait for the previous one, and eight let the compiler vectorise.
+fn lane_sum(len: usize, term: impl Fn(usize) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let full = len - len % 8;
+    for start in (0..full).step_by(8) {
+        for (lane, sum) in lanes.iter_mut().enumerate() {
+            *sum += term(start + lane);
+        }
+    }
+    lanes.iter().sum::<f64>() + (full..len).map(term).sum::<f64>()
+}
+
+/// The range of `γ`/`β` indices that row `row` uses.
+fn group_channels(row: usize, grouping: Grouping) -> std::ops::Range<usize> {
+    let start = (row % grouping.groups) * grouping.channels_per_group;
+    start..start + grouping.channels_per_group
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, FloatDType};
+
+    use super::*;
+    use crate::stats::{rms_normalize, scale_shift, standardize};
+
+    /// The same normalization composed of tensor ops (what every other backend runs).
+    fn composed(x: Tensor<2>, gamma: Tensor<1>, beta: Tensor<1>, grouping: Grouping) -> Tensor<2> {
+        let [rows, width] = x.dims();
+        let normalized = if grouping.center {
+            standardize(x, grouping.eps).output
+        } else {
+            rms_normalize(x, grouping.eps)
+        };
+        let by_channel = normalized.reshape([
+            rows / grouping.groups,
+            grouping.channels(),
+            grouping.spatial,
+        ]);
+        scale_shift(by_channel, Some(gamma), Some(beta), 1).reshape([rows, width])
+    }
+
+    fn grouping(
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+    ) -> Grouping {
+        Grouping {
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps: 1e-5,
+        }
+    }
+
+    /// Output, input gradient, γ gradient and β gradient of one way of computing it.
+    fn run(
+        fused: bool,
+        [x, gamma, beta, upstream]: [&Tensor<2>; 4],
+        grouping: Grouping,
+    ) -> [Vec<f32>; 4] {
+        let x = x.clone().require_grad();
+        let gamma = gamma.clone().flatten::<1>(0, 1).require_grad();
+        let beta = beta.clone().flatten::<1>(0, 1).require_grad();
+        let y = if fused {
+            try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+                .expect("the fused kernel applies to f32 on flex")
+        } else {
+            composed(x.clone(), gamma.clone(), beta.clone(), grouping)
+        };
+        let grads = y.clone().mul(upstream.clone()).sum().backward();
+        let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        [
+            read(y),
+            read(x.grad(&grads).unwrap()),
+            read(gamma.grad(&grads).unwrap().unsqueeze()),
+            read(beta.grad(&grads).unwrap().unsqueeze()),
+        ]
+    }
+
+    #[test]
+    fn fused_rows_match_the_composed_ops_and_their_gradients() {
+        let device = Device::flex().autodiff();
+        let cases = [
+            ("GroupNorm", grouping(4, 3, 5, true), 2),
+            ("InstanceNorm", grouping(6, 1, 9, true), 3),
+            ("LayerNorm", grouping(1, 13, 1, true), 7),
+            ("RMSNorm", grouping(1, 13, 1, false), 7),
+        ];
+        for (name, grouping, samples) in cases {
+            device.seed(11);
+            let rows = samples * grouping.groups;
+            let normal = |shape: [usize; 2], mean, std| {
+                Tensor::<2>::random(shape, Distribution::Normal(mean, std), &device)
+            };
+            // A mean far from 0 against the spread checks the statistics do not cancel.
+            let x = normal([rows, grouping.row_len()], 50.0, 2.0);
+            let gamma = normal([1, grouping.channels()], 1.0, 0.5);
+            let beta = normal([1, grouping.channels()], 0.0, 0.5);
+            let upstream = normal([rows, grouping.row_len()], 0.0, 1.0);
+            let inputs = [&x, &gamma, &beta, &upstream];
+            let expected = run(false, inputs, grouping);
+            let actual = run(true, inputs, grouping);
+            for (what, (expected, actual)) in ["output", "d input", "d gamma", "d beta"]
+                .iter()
+                .zip(expected.iter().zip(&actual))
+            {
+                let worst = expected
+                    .iter()
+                    .zip(actual)
+                    .map(|(e, a)| (e - a).abs() / (1.0 + e.abs()))
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 2e-5, "{name} {what}: fused differs by {worst:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_autodiff_the_fused_output_is_the_same() {
+        let device = Device::flex();
+        device.seed(3);
+        let grouping = grouping(2, 2, 6, true);
+        let x = Tensor::<2>::random([4, 12], Distribution::Default, &device);
+        let gamma = Tensor::<1>::random([4], Distribution::Default, &device);
+        let beta = Tensor::<1>::random([4], Distribution::Default, &device);
+        let fused = try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .expect("applies");
+        fused.into_data().assert_approx_eq::<f32>(
+            &composed(x, gamma, beta, grouping).into_data(),
+            Default::default(),
+        );
+    }
+
+    #[test]
+    fn a_transposed_input_is_read_in_row_order() {
+        let device = Device::flex();
+        let grouping = grouping(1, 5, 1, true);
+        let x = Tensor::<2>::random([5, 3], Distribution::Default, &device).transpose();
+        let (gamma, beta) = (Tensor::ones([5], &device), Tensor::zeros([5], &device));
+        let fused = try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .expect("applies");
+        fused.into_data().assert_approx_eq::<f32>(
+            &composed(x, gamma, beta, grouping).into_data(),
+            Default::default(),
+        );
+    }
+
+    #[test]
+    fn other_dtypes_are_given_back_to_compose() {
+        let device = Device::flex();
+        let x = Tensor::<2>::ones([2, 4], &device).cast(FloatDType::F64);
+        assert!(try_normalize_rows(&x, None, None, grouping(1, 4, 1, true)).is_none());
+    }
+}
