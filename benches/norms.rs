@@ -14,6 +14,12 @@ use normzoo::norm::{
     BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig, RmsNormConfig,
 };
 
+// Large tensors make the system allocator return every buffer to the OS and fault it back
+// in on the next op; `--features mimalloc` measures with a caching allocator instead.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Forward = Box<dyn Fn(Tensor<4>) -> Tensor<4>>;
 
 struct Case {
