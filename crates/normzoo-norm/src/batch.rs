@@ -8,8 +8,8 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
 use crate::stats::{
-    Blend, Precision, init_affine, init_running_stats, normalize_with_running_stats,
-    params_or_identity, unbiased, update_running,
+    Blend, Precision, fused_batch_norm, init_affine, init_running_stats,
+    normalize_with_running_stats, params_or_identity, unbiased, update_running,
 };
 
 /// Configuration of a [`BatchNorm`] layer. The defaults are PyTorch's.
@@ -209,6 +209,19 @@ impl BatchNorm {
         let precision = Precision::of(input.dtype());
         let (gamma, beta) =
             params_or_identity(&self.gamma, &self.beta, self.num_features, &input.device());
+        let dims = input.dims();
+        let channels_first: Tensor<3> =
+            input
+                .clone()
+                .reshape([dims[0], dims[1], values_per_channel / dims[0]]);
+        if let Some((output, mean, var)) =
+            fused_batch_norm(&channels_first, gamma.clone(), beta.clone(), self.eps)
+        {
+            if update_running_stats {
+                self.update_running_stats(mean, var, values_per_channel);
+            }
+            return output.reshape(dims);
+        }
         let result = batch_norm_train(
             precision.widen(input),
             precision.widen(gamma),

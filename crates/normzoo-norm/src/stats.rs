@@ -100,6 +100,27 @@ pub(crate) fn fused_rows(
     }
 }
 
+/// BatchNorm with batch statistics over `x` (`[N, C, S]`) in fused kernels: the output and each
+/// channel's batch mean and biased variance, or `None` where no kernel applies (as for
+/// [`fused_rows`]).
+pub(crate) fn fused_batch_norm(
+    x: &Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
+    #[cfg(feature = "flex")]
+    {
+        crate::fused::try_batch_normalize(x, gamma, beta, eps)
+            .map(|result| (result.output, result.mean, result.var))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, gamma, beta, eps);
+        None
+    }
+}
+
 /// `(x − mean) / sqrt(var + eps)` over the last axis, with the statistics it used.
 pub(crate) struct Standardized<const D: usize> {
     /// The standardized input, in the input's precision.
