@@ -119,13 +119,7 @@ impl FusedNormBackend for Flex {
         center: bool,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let grouping = Grouping {
-            groups,
-            channels_per_group,
-            spatial,
-            center,
-            eps,
-        };
+        let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
         forward(&x, &gamma, &beta, grouping).0
     }
 
@@ -155,13 +149,7 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
         center: bool,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let grouping = Grouping {
-            groups,
-            channels_per_group,
-            spatial,
-            center,
-            eps,
-        };
+        let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
         let guards = [x.node(), gamma.node(), beta.node()];
         let (x, gamma, beta) = (
             x.into_primitive(),

@@ -68,6 +68,23 @@ pub(crate) struct Grouping {
 // Only the fused kernel reads these; a build without flex composes instead.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 impl Grouping {
+    /// The grouping from its parts, as the fused kernel's extension op receives them.
+    pub(crate) fn new(
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> Self {
+        Self {
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        }
+    }
+
     /// Values in one row (`K`).
     pub(crate) fn row_len(&self) -> usize {
         self.channels_per_group * self.spatial
