@@ -29,7 +29,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
 };
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::stats::Grouping;
@@ -43,11 +43,8 @@ pub(crate) fn try_normalize_rows(
     beta: Option<Tensor<1>>,
     grouping: Grouping,
 ) -> Option<Tensor<2>> {
-    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
-    let all_f32 = std::iter::once(x.dtype())
-        .chain(gamma.iter().chain(&beta).map(Tensor::dtype))
-        .all(|dtype| dtype == DType::F32);
-    if !(on_flex && all_f32) {
+    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
+    if !kernels_apply(&x.device(), std::iter::once(x.dtype()).chain(dtypes)) {
         return None;
     }
     let device = x.device();
@@ -73,6 +70,15 @@ pub(crate) fn try_normalize_rows(
             eps,
         ),
     ))
+}
+
+/// Whether the kernels run for tensors on `device` of these dtypes: flex (with or without
+/// autodiff) and f32 only.
+fn kernels_apply(device: &Device, mut dtypes: impl Iterator<Item = DType>) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    ) && dtypes.all(|dtype| dtype == DType::F32)
 }
 
 /// The fused normalization as a burn backend extension.
@@ -233,24 +239,30 @@ impl Backward<Flex, 3> for NormalizeRowsBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [x_node, gamma_node, beta_node] = ops.parents;
-        let output_grad = grads.consume::<Flex>(&ops.node);
-        let Saved {
-            x,
-            gamma,
-            statistics,
-            grouping,
-        } = ops.state;
-        let (x_grad, gamma_grad, beta_grad) =
-            backward(output_grad, &x, &gamma, &statistics, grouping);
-        if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, x_grad);
-        }
-        if let Some(node) = gamma_node {
-            grads.register::<Flex>(node.id, gamma_grad);
-        }
-        if let Some(node) = beta_node {
-            grads.register::<Flex>(node.id, beta_grad);
+        register_grads(ops, grads, |output_grad, saved| {
+            backward(
+                output_grad,
+                &saved.x,
+                &saved.gamma,
+                &saved.statistics,
+                saved.grouping,
+            )
+        });
+    }
+}
+
+/// Runs a backward `kernel` on the output gradient and the saved state, and registers the
+/// gradients it returns for `x`, `γ` and `β` (those of them that are tracked).
+fn register_grads<S>(
+    ops: Ops<S, 3>,
+    grads: &mut Gradients,
+    kernel: impl FnOnce(FlexTensor, S) -> (FlexTensor, FlexTensor, FlexTensor),
+) {
+    let output_grad = grads.consume::<Flex>(&ops.node);
+    let (x_grad, gamma_grad, beta_grad) = kernel(output_grad, ops.state);
+    for (parent, grad) in ops.parents.into_iter().zip([x_grad, gamma_grad, beta_grad]) {
+        if let Some(parent) = parent {
+            grads.register::<Flex>(parent.id, grad);
         }
     }
 }
@@ -507,29 +519,19 @@ fn group_channels(row: usize, grouping: Grouping) -> std::ops::Range<usize> {
     start..start + grouping.channels_per_group
 }
 
-/// BatchNorm's result on the fused kernels.
-pub(crate) struct BatchNormalized {
-    /// `x̂·γ + β`, `[N, C, S]`.
-    pub output: Tensor<3>,
-    /// Each channel's batch mean, `[C]` (no gradient).
-    pub mean: Tensor<1>,
-    /// Each channel's biased batch variance, `[C]` (no gradient).
-    pub var: Tensor<1>,
-}
-
-/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on the fused kernels, or `None` where
-/// they do not apply (a backend other than flex, or a dtype other than f32).
+/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on the fused kernels: the output
+/// `x̂·γ + β`, and each channel's batch mean and biased variance (`[C]`, no gradient). `None`
+/// where the kernels do not apply (a backend other than flex, or a dtype other than f32).
 pub(crate) fn try_batch_normalize(
     x: &Tensor<3>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     eps: f64,
-) -> Option<BatchNormalized> {
-    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
-    let all_f32 = [x.dtype(), gamma.dtype(), beta.dtype()]
-        .iter()
-        .all(|dtype| *dtype == DType::F32);
-    if !(on_flex && all_f32) {
+) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
+    if !kernels_apply(
+        &x.device(),
+        [x.dtype(), gamma.dtype(), beta.dtype()].into_iter(),
+    ) {
         return None;
     }
     let channels = x.dims()[1];
@@ -544,11 +546,7 @@ pub(crate) fn try_batch_normalize(
         eps,
     ));
     let row = |index: usize| statistics.clone().narrow(0, index, 1).reshape([channels]);
-    Some(BatchNormalized {
-        output,
-        mean: row(0),
-        var: row(1),
-    })
+    Some((output, row(0), row(1)))
 }
 
 /// `[N, C, S]` of a rank-3 flex tensor.
@@ -625,18 +623,7 @@ impl Backward<Flex, 3> for BatchNormalizeBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [x_node, gamma_node, beta_node] = ops.parents;
-        let output_grad = grads.consume::<Flex>(&ops.node);
-        let (x_grad, gamma_grad, beta_grad) = batch_backward(output_grad, ops.state);
-        for (node, grad) in [
-            (x_node, x_grad),
-            (gamma_node, gamma_grad),
-            (beta_node, beta_grad),
-        ] {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        register_grads(ops, grads, batch_backward);
     }
 }
 
@@ -829,9 +816,8 @@ mod tests {
             let x = x.clone().require_grad();
             let (gamma, beta) = (gamma.clone().require_grad(), beta.clone().require_grad());
             let (y, mean, var) = if fused {
-                let result = try_batch_normalize(&x, gamma.clone(), beta.clone(), 1e-5)
-                    .expect("applies to f32 on flex");
-                (result.output, result.mean, result.var)
+                try_batch_normalize(&x, gamma.clone(), beta.clone(), 1e-5)
+                    .expect("applies to f32 on flex")
             } else {
                 let result = burn::tensor::module::batch_norm_train(
                     x.clone(),

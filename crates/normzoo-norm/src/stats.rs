@@ -129,7 +129,6 @@ pub(crate) fn fused_batch_norm(
     #[cfg(feature = "flex")]
     {
         crate::fused::try_batch_normalize(x, gamma, beta, eps)
-            .map(|result| (result.output, result.mean, result.var))
     }
     #[cfg(not(feature = "flex"))]
     {
