@@ -1,6 +1,7 @@
 //! The GPU backend against the CPU: on `wgpu`, every normalizer's outputs, gradients and
-//! running statistics, and every architecture's forward pass in training and in evaluation,
-//! equal `flex`'s within float tolerance.
+//! running statistics, every architecture's forward pass in training and in evaluation and
+//! its parameters after a training step, and CycleGAN's first training steps equal `flex`'s
+//! within float tolerance.
 //!
 //! Each test builds its module once on flex, moves a copy to wgpu, and feeds both the same
 //! numbers (drawn on the CPU). Built only when both backends are (CI builds
@@ -160,6 +161,7 @@ fn batch_norm_agrees_at_every_rank() {
     assert_normalizer_agrees("BatchNorm1d [N, C]", NormConfig::batch(), [8, 4]);
     assert_normalizer_agrees("BatchNorm1d [N, C, L]", NormConfig::batch(), [4, 3, 5]);
     assert_normalizer_agrees("BatchNorm2d", NormConfig::batch(), [2, 3, 4, 5]);
+    assert_normalizer_agrees("BatchNorm2d, 1×1", NormConfig::batch(), [4, 3, 1, 1]);
     assert_normalizer_agrees("BatchNorm3d", NormConfig::batch(), [2, 2, 3, 3, 3]);
 }
 
@@ -167,13 +169,23 @@ fn batch_norm_agrees_at_every_rank() {
 fn layer_and_rms_norm_agree() {
     assert_normalizer_agrees("LayerNorm", NormConfig::layer(), [4, 5, 8]);
     assert_normalizer_agrees("LayerNorm2d", NormConfig::layer2d(), [2, 4, 5, 5]);
+    // One column, and one pixel (ConvNeXt's head normalizes pooled [N, C, 1, 1] features):
+    // channels-last views of these once gave wrong γ gradients on wgpu.
+    assert_normalizer_agrees("LayerNorm2d, W = 1", NormConfig::layer2d(), [2, 4, 5, 1]);
+    assert_normalizer_agrees("LayerNorm2d, 1×1", NormConfig::layer2d(), [3, 4, 1, 1]);
     assert_normalizer_agrees("RMSNorm", NormConfig::rms(), [4, 5, 8]);
 }
 
 #[test]
 fn group_and_instance_norm_agree() {
     assert_normalizer_agrees("GroupNorm", NormConfig::group(2), [3, 4, 5, 5]);
+    assert_normalizer_agrees("GroupNorm, W = 1", NormConfig::group(2), [3, 4, 5, 1]);
     assert_normalizer_agrees("InstanceNorm2d", NormConfig::instance(), [3, 4, 6, 6]);
+    assert_normalizer_agrees(
+        "InstanceNorm2d, W = 1",
+        NormConfig::instance(),
+        [3, 4, 6, 1],
+    );
     let tracked = NormConfig::Instance {
         eps: 1e-5,
         momentum: Some(0.1),
@@ -183,26 +195,46 @@ fn group_and_instance_norm_agree() {
     assert_normalizer_agrees("InstanceNorm2d, affine and tracked", tracked, [3, 4, 6, 6]);
 }
 
-/// A network's forward pass on both backends, in training mode (batch statistics; dropout
-/// is off in every config below) and in evaluation mode. `build` makes the network once, on
-/// the CPU; each backend runs its own copy (`valid().train()` copies the running statistics,
-/// which plain clones share). `run` feeds a network its input, made on the device it is given.
-fn assert_network_agrees<M: Module>(
+/// A network on both backends: its forward pass in training mode (batch statistics; dropout
+/// is off in every config below) and in evaluation mode, and every parameter and running
+/// statistic after one SGD step on a linear loss (`Σ output · w`, `w` drawn on the CPU). The
+/// learning rate, 10⁻³, keeps rounding below the tolerance (these tiny networks' gradients reach
+/// about 80 and differ by up to 5·10⁻⁴ of that between flex and ndarray too), while a wrong
+/// gradient, or an update written to the wrong elements, moves a weight by much more.
+/// `build` makes the network once, on the CPU; each backend trains its own deep copy. `run`
+/// feeds a network its input, made on the device it is given.
+fn assert_network_agrees<M: Module, const D: usize>(
     name: &str,
     build: impl Fn(&Device) -> M,
-    run: impl Fn(&M, &Device) -> TensorData,
+    run: impl Fn(&M, &Device) -> Tensor<D>,
 ) {
     let [flex, wgpu] = devices();
     let model = build(&flex);
     let [on_flex, on_wgpu] = [&flex, &wgpu].map(|device| {
-        let copy = model.valid().train().to_device(device);
-        let evaluated = run(&copy.valid(), &device.clone().inner());
-        [run(&copy, device), evaluated]
+        // `valid().train()` gives fresh running statistics, which plain clones share.
+        let copy = model.valid().train().map(&mut CopyTo(device.clone()));
+        let evaluated = run(&copy.valid(), &device.clone().inner()).read();
+        let output = run(&copy, device);
+        let weights = random([output.shape().num_elements()], 11, 1.0);
+        let loss = output
+            .clone()
+            .flatten::<1>(0, D - 1)
+            .mul(Tensor::from_data(weights, device))
+            .sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &copy);
+        let trained = SgdConfig::new().init().step(1e-3, copy, grads);
+        let mut seen = vec![
+            ("training output".to_string(), output.read()),
+            ("evaluation output".to_string(), evaluated),
+        ];
+        for (path, tensor) in tensors_of(&trained) {
+            seen.push((format!("{path} after one SGD step"), tensor));
+        }
+        seen
     });
-    let modes = ["training", "evaluation"];
-    for (mode, (expected, actual)) in modes.iter().zip(on_flex.iter().zip(&on_wgpu)) {
+    for ((what, expected), (_, actual)) in on_flex.iter().zip(&on_wgpu) {
         assert_close(
-            &format!("{name} ({mode})"),
+            &format!("{name}: {what}"),
             expected,
             actual,
             NETWORK_TOLERANCE,
@@ -226,7 +258,7 @@ fn image_classifiers_agree() {
                 .init(device)
                 .unwrap()
         },
-        |model, device| model.forward(input(device)).read(),
+        |model, device| model.forward(input(device)),
     );
     assert_network_agrees(
         "VGG16-BN (CIFAR), narrow",
@@ -236,7 +268,7 @@ fn image_classifiers_agree() {
                 .init(device)
                 .unwrap()
         },
-        |model, device| model.forward(input(device)).read(),
+        |model, device| model.forward(input(device)),
     );
     assert_network_agrees(
         "ConvNeXt (CIFAR), dims 8-16",
@@ -247,17 +279,13 @@ fn image_classifiers_agree() {
                 .init(device)
                 .unwrap()
         },
-        |model, device| model.forward(input(device)).read(),
+        |model, device| model.forward(input(device)),
     );
     let features = random([6, 12], 8, 1.0);
     assert_network_agrees(
         "MLP with BatchNorm",
         |device| MlpConfig::new(12, 16, 3, 4).init(device).unwrap(),
-        |model, device| {
-            model
-                .forward(Tensor::from_data(features.clone(), device))
-                .read()
-        },
+        |model, device| model.forward(Tensor::from_data(features.clone(), device)),
     );
 }
 
@@ -275,7 +303,7 @@ fn dense_prediction_networks_agree() {
                 .init(device)
                 .unwrap()
         },
-        |model, device| model.forward(input(device)).read(),
+        |model, device| model.forward(input(device)),
     );
     assert_network_agrees(
         "CycleGAN generator, InstanceNorm",
@@ -286,7 +314,7 @@ fn dense_prediction_networks_agree() {
                 .init(device)
                 .unwrap()
         },
-        |model, device| model.forward(input(device)).read(),
+        |model, device| model.forward(input(device)),
     );
     let input = images([2, 3, 32, 32]);
     assert_network_agrees(
@@ -297,7 +325,7 @@ fn dense_prediction_networks_agree() {
                 .init(device)
                 .unwrap()
         },
-        |model, device| model.forward(input(device)).read(),
+        |model, device| model.forward(input(device)),
     );
 }
 
@@ -315,11 +343,7 @@ fn sequence_models_agree() {
                     .init_causal_lm(device)
                     .unwrap()
             },
-            |model, device| {
-                model
-                    .forward(Tensor::<2, Int>::from_data(tokens.clone(), device))
-                    .read()
-            },
+            |model, device| model.forward(Tensor::<2, Int>::from_data(tokens.clone(), device)),
         );
     }
     let sequence = random([2, 6, 3], 9, 1.0);
@@ -333,7 +357,7 @@ fn sequence_models_agree() {
         },
         |model, device| {
             let (output, _) = model.forward(Tensor::from_data(sequence.clone(), device), None);
-            output.read()
+            output
         },
     );
 }
@@ -352,19 +376,59 @@ impl ModuleMapper for CopyTo {
     }
 }
 
-/// One CycleGAN training step (generators, then critics, each with Adam) gives the same losses
-/// on both backends. Its least-squares loss once read a convolution's output through an op chain
-/// that burn 0.22.1's wgpu fusion computes wrongly, which made the adversarial loss 16× too
-/// large on wgpu and CycleGAN diverge there.
+/// One SGD step on a PatchGAN discriminator moves every parameter the same on both backends.
+/// Its head, a 4×4 convolution to one channel, once had its weight gradient laid out so that
+/// burn 0.22.1's wgpu backend updated the weights scrambled (off by up to 0.1 with `lr` 1e-3,
+/// with SGD or Adam). SGD, because Adam's first step moves every weight by ±`lr` whatever its
+/// gradient's size, so a gradient that is zero up to rounding moves either way.
 #[test]
-fn a_cyclegan_training_step_agrees() {
+fn a_discriminator_training_step_agrees() {
+    let [flex, wgpu] = devices();
+    flex.seed(1);
+    let critic = PatchDiscriminatorConfig::new()
+        .with_ndf(8)
+        .with_n_layers(2)
+        .init(&flex)
+        .unwrap();
+    let [real, fake] = [5, 6].map(|seed| random([2, 3, 32, 32], seed, 0.5));
+    let [on_flex, on_wgpu] = [&flex, &wgpu].map(|device| {
+        let critic = critic.clone().map(&mut CopyTo(device.clone()));
+        let score = |images: &TensorData, target: f32| {
+            critic
+                .forward(Tensor::from_data(images.clone(), device))
+                .flatten::<1>(0, 3)
+                .sub_scalar(target)
+                .powi_scalar(2)
+                .mean()
+        };
+        let loss = score(&real, 1.0) + score(&fake, 0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &critic);
+        let critic = SgdConfig::new().init().step(0.1, critic, grads);
+        tensors_of(&critic)
+    });
+    for ((name, expected), (_, actual)) in on_flex.iter().zip(&on_wgpu) {
+        assert_close(
+            &format!("PatchGAN {name} after one SGD step"),
+            expected,
+            actual,
+            LAYER_TOLERANCE,
+        );
+    }
+}
+
+/// Three CycleGAN training steps (generators, then critics, each with Adam; InstanceNorm, as
+/// the paper) give the same losses on both backends. CycleGAN once diverged on wgpu from two
+/// burn 0.22.1 bugs: its least-squares loss read a convolution's output through an op chain
+/// that wgpu's fusion computed 16× too large, and the critics' one-channel head was updated
+/// scrambled (see the test above).
+#[test]
+fn cyclegan_training_steps_agree() {
     let [flex, wgpu] = devices();
     flex.seed(1);
     let generator = || {
         ResnetGeneratorConfig::new()
             .with_ngf(8)
             .with_n_blocks(1)
-            .with_norm(NormConfig::None)
             .init(&flex)
             .unwrap()
     };
@@ -372,7 +436,6 @@ fn a_cyclegan_training_step_agrees() {
         PatchDiscriminatorConfig::new()
             .with_ndf(8)
             .with_n_layers(2)
-            .with_norm(NormConfig::None)
             .init(&flex)
             .unwrap()
     };
@@ -385,7 +448,7 @@ fn a_cyclegan_training_step_agrees() {
         b: critic(),
     };
     let training = CycleGanTraining {
-        steps: 1,
+        steps: 3,
         batch_size: 2,
         test_images: 2,
         ..Default::default()
@@ -394,13 +457,11 @@ fn a_cyclegan_training_step_agrees() {
         let gan = gan.clone().map(&mut CopyTo(device.clone()));
         let critics = critics.clone().map(&mut CopyTo(device.clone()));
         let (_, report) = training.run(gan, critics, device, |_, _, _| {});
-        TensorData::new(
-            vec![report.generator_losses[0], report.critic_losses[0]],
-            [2],
-        )
+        let losses = [report.generator_losses, report.critic_losses].concat();
+        TensorData::new(losses, [2 * training.steps])
     });
     assert_close(
-        "CycleGAN generator and critic losses",
+        "CycleGAN generator and critic losses at each step",
         &losses[0],
         &losses[1],
         NETWORK_TOLERANCE,

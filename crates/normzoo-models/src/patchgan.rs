@@ -106,8 +106,26 @@ impl PatchDiscriminator {
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
             x = leaky_relu(norm.forward(conv.forward(x)), 0.2);
         }
-        self.head.forward(x)
+        head_with_contiguous_gradient(&self.head).forward(x)
     }
+}
+
+/// The head convolution with its weight read through a reshape, which leaves the forward pass
+/// unchanged and makes the weight's gradient a contiguous tensor.
+///
+/// On burn 0.22.1's wgpu backend, the weight gradient of a convolution to one channel with an
+/// even kernel (this 4×4 one) comes out with a layout that an optimizer's in-place update
+/// (`weight − lr · gradient`, with the gradient owned once) writes scrambled: one SGD or Adam
+/// step moved the head's weights by up to 0.1 where the CPU moves them by `lr`, which made
+/// CycleGAN with a normalizer diverge on the GPU from its second step.
+/// `tests/backend_parity.rs` checks training steps against the CPU.
+fn head_with_contiguous_gradient(head: &Conv2d) -> Conv2d {
+    let mut head = head.clone();
+    head.weight = head.weight.map(|weight| {
+        let dims = weight.dims();
+        weight.reshape([-1]).reshape(dims)
+    });
+    head
 }
 
 #[cfg(test)]

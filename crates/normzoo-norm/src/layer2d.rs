@@ -115,16 +115,26 @@ impl LayerNorm2d {
         let dims = input.dims();
         check_input::rank(LAYER, &dims, 4..=4, "[N, C, H, W]")?;
         check_input::channels(LAYER, &dims, self.num_channels)?;
-        // The rank is 4: view it as such (free), then channels last, one fused layer norm over
-        // the last axis, channels first again.
-        let input: Tensor<4> = input.reshape([dims[0], dims[1], dims[2], dims[3]]);
-        let output = layer_normalize(
-            input.permute([0, 2, 3, 1]),
-            self.gamma.as_ref().map(Param::val),
-            self.beta.as_ref().map(Param::val),
-            self.eps,
-        );
-        Ok(output.permute([0, 3, 1, 2]).reshape(dims))
+        // Channels last over the flattened pixels, `[N, H·W, C]`, then one fused layer norm over
+        // the last axis, and channels first again. A single pixel is already channels last, so
+        // it is only reshaped: burn 0.22.1's wgpu backend computes wrong gradients through
+        // channels-last views that keep a size-1 axis (ConvNeXt's head normalizes pooled
+        // `[N, C, 1, 1]` features), and `tests/backend_parity.rs` checks these shapes.
+        let [n, c, pixels] = [dims[0], dims[1], dims[2] * dims[3]];
+        let normalize = |x: Tensor<3>| {
+            layer_normalize(
+                x,
+                self.gamma.as_ref().map(Param::val),
+                self.beta.as_ref().map(Param::val),
+                self.eps,
+            )
+        };
+        let output = if pixels == 1 {
+            normalize(input.reshape([n, 1, c]))
+        } else {
+            normalize(input.reshape([n, c, pixels]).swap_dims(1, 2)).swap_dims(1, 2)
+        };
+        Ok(output.reshape(dims))
     }
 }
 
