@@ -330,8 +330,59 @@ fn forward(
     (tensor_from(output, shape), statistics)
 }
 
-/// Per-thread sums of `dγ` and `dβ`, in f64 (they add up over every row).
-type AffineGrads = (Vec<f64>, Vec<f64>);
+/// One thread's sums of `dγ` and `dβ`. They add up over every row, so the totals are f64; rows
+/// with one channel per value (LayerNorm, RMSNorm) add into f32 partial sums first, which are
+/// moved into the totals every [`ROWS_PER_PARTIAL`] rows.
+struct AffineGrads {
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    partial_gamma: Vec<f32>,
+    partial_beta: Vec<f32>,
+    partial_rows: usize,
+}
+
+/// How many rows an f32 partial sum of `dγ` or `dβ` covers.
+const ROWS_PER_PARTIAL: usize = 16;
+
+impl AffineGrads {
+    fn zeros(channels: usize) -> Self {
+        Self {
+            gamma: vec![0.0; channels],
+            beta: vec![0.0; channels],
+            partial_gamma: vec![0.0; channels],
+            partial_beta: vec![0.0; channels],
+            partial_rows: 0,
+        }
+    }
+
+    /// Counts a row added into the partial sums, and moves them into the totals when full.
+    fn row_done(&mut self) {
+        self.partial_rows += 1;
+        if self.partial_rows == ROWS_PER_PARTIAL {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let totals = self.gamma.iter_mut().chain(self.beta.iter_mut());
+        let partials = self.partial_gamma.iter_mut().chain(self.partial_beta.iter_mut());
+        for (total, partial) in totals.zip(partials) {
+            *total += f64::from(std::mem::take(partial));
+        }
+        self.partial_rows = 0;
+    }
+
+    /// Both threads' sums as one, its totals complete.
+    fn merge(mut self, mut other: Self) -> Self {
+        self.flush();
+        other.flush();
+        let totals = self.gamma.iter_mut().chain(self.beta.iter_mut());
+        for (total, other) in totals.zip(other.gamma.into_iter().chain(other.beta)) {
+            *total += other;
+        }
+        self
+    }
+}
 
 /// The backward kernel: the gradients of `x`, `γ` and `β` from the output's.
 fn backward(
@@ -346,8 +397,8 @@ fn backward(
     let (x, gamma) = (values(x), values(gamma));
     let mut buffer = GradBuffer::new(output_grad);
     let grad = buffer.values_mut();
-    let zeros = || (vec![0.0f64; channels], vec![0.0f64; channels]);
-    let (gamma_grad, beta_grad) = grad
+    let zeros = || AffineGrads::zeros(channels);
+    let sums = grad
         .par_chunks_exact_mut(width)
         .zip(x.par_chunks_exact(width))
         .zip(statistics.par_chunks_exact(2))
@@ -356,15 +407,11 @@ fn backward(
             backward_row(grad, x, stats, &gamma, row, grouping, &mut sums);
             sums
         })
-        .reduce(zeros, |(mut gamma_a, mut beta_a), (gamma_b, beta_b)| {
-            gamma_a.iter_mut().zip(gamma_b).for_each(|(a, b)| *a += b);
-            beta_a.iter_mut().zip(beta_b).for_each(|(a, b)| *a += b);
-            (gamma_a, beta_a)
-        });
+        .reduce(zeros, AffineGrads::merge);
     (
         buffer.into_tensor(),
-        narrow(gamma_grad, channels),
-        narrow(beta_grad, channels),
+        narrow(sums.gamma, channels),
+        narrow(sums.beta, channels),
     )
 }
 
@@ -419,39 +466,61 @@ fn backward_row(
     gamma: &[f32],
     row: usize,
     grouping: Grouping,
-    (gamma_grad, beta_grad): &mut AffineGrads,
+    sums: &mut AffineGrads,
 ) {
     let (mean, rstd) = (stats[0], stats[1]);
     let channels = group_channels(row, grouping);
     let gamma = &gamma[channels.clone()];
-    let (gamma_grad, beta_grad) = (&mut gamma_grad[channels.clone()], &mut beta_grad[channels]);
     // Pass 1: Σ g and Σ g·x̂ over the row (g = dy·γ), and the row's share of dγ = Σ dy·x̂ and
     // dβ = Σ dy.
     let (sum_g, sum_g_xhat) = if grouping.spatial == 1 {
-        let per_value = grad
-            .iter()
-            .zip(x)
-            .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()));
-        for ((&dy, &x), (gamma_grad, beta_grad)) in per_value {
-            *gamma_grad += f64::from(dy * (x - mean) * rstd);
-            *beta_grad += f64::from(dy);
+        // One channel per value (LayerNorm, RMSNorm): one pass in LANES-wide chunks, in f32
+        // (the row is normalized, so nothing large cancels).
+        let (gamma_grad, beta_grad) = (
+            &mut sums.partial_gamma[channels.clone()],
+            &mut sums.partial_beta[channels.clone()],
+        );
+        let mut lanes = [(0.0f32, 0.0f32); LANES];
+        let mut add = |lane: usize, dy: f32, x: f32, gamma: f32, grads: (&mut f32, &mut f32)| {
+            let xhat = (x - mean) * rstd;
+            *grads.0 += dy * xhat;
+            *grads.1 += dy;
+            let g = dy * gamma;
+            lanes[lane].0 += g;
+            lanes[lane].1 += g * xhat;
+        };
+        let chunks = grad
+            .chunks_exact(LANES)
+            .zip(x.chunks_exact(LANES))
+            .zip(gamma.chunks_exact(LANES))
+            .zip(gamma_grad.chunks_exact_mut(LANES))
+            .zip(beta_grad.chunks_exact_mut(LANES));
+        for ((((dy, x), gamma), gamma_grad), beta_grad) in chunks {
+            for lane in 0..LANES {
+                let grads = (&mut gamma_grad[lane], &mut beta_grad[lane]);
+                add(lane, dy[lane], x[lane], gamma[lane], grads);
+            }
         }
-        let dy_gamma = lane_sum(grad.len(), |i| f64::from(grad[i] * gamma[i]));
-        let dy_gamma_xhat = lane_sum(grad.len(), |i| {
-            f64::from(grad[i] * gamma[i] * (x[i] - mean) * rstd)
-        });
-        (dy_gamma, dy_gamma_xhat)
+        let full = grad.len() - grad.len() % LANES;
+        for i in full..grad.len() {
+            add(0, grad[i], x[i], gamma[i], (&mut gamma_grad[i], &mut beta_grad[i]));
+        }
+        sums.row_done();
+        lanes.iter().fold((0.0, 0.0), |(g, gx), lane| {
+            (g + f64::from(lane.0), gx + f64::from(lane.1))
+        })
     } else {
         let runs = grad
             .chunks_exact(grouping.spatial)
             .zip(x.chunks_exact(grouping.spatial));
+        let (gamma_grad, beta_grad) = (&mut sums.gamma[channels.clone()], &mut sums.beta[channels]);
         let mut sums = (0.0f64, 0.0f64);
         for (((dy, x), &gamma), (gamma_grad, beta_grad)) in runs
             .zip(gamma)
             .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
         {
-            let dy_sum = lane_sum(dy.len(), |i| f64::from(dy[i]));
-            let dy_xhat = lane_sum(dy.len(), |i| f64::from(dy[i] * (x[i] - mean) * rstd));
+            let dy_sum = lane_sum(dy, f64::from);
+            let dy_xhat = lane_sum_pairs(dy, x, |dy, x| f64::from(dy * (x - mean) * rstd));
             *gamma_grad += dy_xhat;
             *beta_grad += dy_sum;
             sums.0 += dy_sum * f64::from(gamma);
@@ -489,28 +558,37 @@ fn backward_row(
 fn row_statistics(x: &[f32], grouping: Grouping) -> (f32, f32) {
     let n = x.len() as f64;
     let mean = if grouping.center {
-        lane_sum(x.len(), |i| f64::from(x[i])) / n
+        lane_sum(x, f64::from) / n
     } else {
         0.0
     };
-    let var = lane_sum(x.len(), |i| {
-        let deviation = f64::from(x[i]) - mean;
+    let var = lane_sum(x, |x| {
+        let deviation = f64::from(x) - mean;
         deviation * deviation
     }) / n;
     (mean as f32, (1.0 / (var + grouping.eps).sqrt()) as f32)
 }
 
-/// `Σ term(i)` for `i` in `0..len`, over eight independent accumulators: a single running sum
-/// would make every addition wait for the previous one, and eight let the compiler vectorise.
-fn lane_sum(len: usize, term: impl Fn(usize) -> f64) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let full = len - len % 8;
-    for start in (0..full).step_by(8) {
-        for (lane, sum) in lanes.iter_mut().enumerate() {
-            *sum += term(start + lane);
+/// Independent accumulators per sum: a single running sum would make every addition wait for
+/// the previous one, and this many let the compiler vectorise.
+const LANES: usize = 8;
+
+/// `Σ term(v)` over `values`, in [`LANES`] accumulators.
+fn lane_sum(values: &[f32], term: impl Fn(f32) -> f64) -> f64 {
+    lane_sum_pairs(values, values, |v, _| term(v))
+}
+
+/// `Σ term(a, b)` over the pairs of `a` and `b` (of equal length), in [`LANES`] accumulators.
+fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest = a_chunks.remainder().iter().zip(b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((sum, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *sum += term(a, b);
         }
     }
-    lanes.iter().sum::<f64>() + (full..len).map(term).sum::<f64>()
+    lanes.iter().sum::<f64>() + rest.map(|(&a, &b)| term(a, b)).sum::<f64>()
 }
 
 /// The range of `γ`/`β` indices that row `row` uses.
@@ -577,13 +655,13 @@ fn channel_statistics(x: &FlexTensor) -> FlexTensor {
         .map(|channel| {
             let runs = || channel_runs(&x, dims, channel);
             let mean = runs()
-                .map(|run| lane_sum(run.len(), |i| f64::from(run[i])))
+                .map(|run| lane_sum(run, f64::from))
                 .sum::<f64>()
                 / count;
             let var = runs()
                 .map(|run| {
-                    lane_sum(run.len(), |i| {
-                        let deviation = f64::from(run[i]) - mean;
+                    lane_sum(run, |x| {
+                        let deviation = f64::from(x) - mean;
                         deviation * deviation
                     })
                 })
@@ -685,8 +763,8 @@ fn batch_backward(
             let runs = channel_runs(grad, dims, c).zip(channel_runs(&x, dims, c));
             runs.fold((0.0, 0.0), |(dy_sum, dy_xhat), (dy, x)| {
                 (
-                    dy_sum + lane_sum(dy.len(), |i| f64::from(dy[i])),
-                    dy_xhat + lane_sum(dy.len(), |i| f64::from(dy[i] * (x[i] - mean[c]) * rstd[c])),
+                    dy_sum + lane_sum(dy, f64::from),
+                    dy_xhat + lane_sum_pairs(dy, x, |dy, x| f64::from(dy * (x - mean[c]) * rstd[c])),
                 )
             })
         })
@@ -848,6 +926,10 @@ mod tests {
             ("InstanceNorm", grouping(6, 1, 9, true), 3),
             ("LayerNorm", grouping(1, 13, 1, true), 7),
             ("RMSNorm", grouping(1, 13, 1, false), 7),
+            // More rows than one f32 partial sum of dγ, dβ covers.
+            ("LayerNorm, 40 rows", grouping(1, 24, 1, true), 40),
+            // GroupNorm of [N, C] features: one value per channel, several groups.
+            ("GroupNorm, one value per channel", grouping(4, 3, 1, true), 5),
         ];
         for (name, grouping, samples) in cases {
             device.seed(11);
