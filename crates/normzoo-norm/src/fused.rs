@@ -365,7 +365,10 @@ impl AffineGrads {
 
     fn flush(&mut self) {
         let totals = self.gamma.iter_mut().chain(self.beta.iter_mut());
-        let partials = self.partial_gamma.iter_mut().chain(self.partial_beta.iter_mut());
+        let partials = self
+            .partial_gamma
+            .iter_mut()
+            .chain(self.partial_beta.iter_mut());
         for (total, partial) in totals.zip(partials) {
             *total += f64::from(std::mem::take(partial));
         }
@@ -503,7 +506,13 @@ fn backward_row(
         }
         let full = grad.len() - grad.len() % LANES;
         for i in full..grad.len() {
-            add(0, grad[i], x[i], gamma[i], (&mut gamma_grad[i], &mut beta_grad[i]));
+            add(
+                0,
+                grad[i],
+                x[i],
+                gamma[i],
+                (&mut gamma_grad[i], &mut beta_grad[i]),
+            );
         }
         sums.row_done();
         lanes.iter().fold((0.0, 0.0), |(g, gx), lane| {
@@ -654,10 +663,7 @@ fn channel_statistics(x: &FlexTensor) -> FlexTensor {
         .into_par_iter()
         .map(|channel| {
             let runs = || channel_runs(&x, dims, channel);
-            let mean = runs()
-                .map(|run| lane_sum(run, f64::from))
-                .sum::<f64>()
-                / count;
+            let mean = runs().map(|run| lane_sum(run, f64::from)).sum::<f64>() / count;
             let var = runs()
                 .map(|run| {
                     lane_sum(run, |x| {
@@ -764,7 +770,8 @@ fn batch_backward(
             runs.fold((0.0, 0.0), |(dy_sum, dy_xhat), (dy, x)| {
                 (
                     dy_sum + lane_sum(dy, f64::from),
-                    dy_xhat + lane_sum_pairs(dy, x, |dy, x| f64::from(dy * (x - mean[c]) * rstd[c])),
+                    dy_xhat
+                        + lane_sum_pairs(dy, x, |dy, x| f64::from(dy * (x - mean[c]) * rstd[c])),
                 )
             })
         })
@@ -929,7 +936,11 @@ mod tests {
             // More rows than one f32 partial sum of dγ, dβ covers.
             ("LayerNorm, 40 rows", grouping(1, 24, 1, true), 40),
             // GroupNorm of [N, C] features: one value per channel, several groups.
-            ("GroupNorm, one value per channel", grouping(4, 3, 1, true), 5),
+            (
+                "GroupNorm, one value per channel",
+                grouping(4, 3, 1, true),
+                5,
+            ),
         ];
         for (name, grouping, samples) in cases {
             device.seed(11);
