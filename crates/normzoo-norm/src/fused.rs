@@ -528,8 +528,8 @@ fn backward_row(
             .zip(gamma)
             .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
         {
-            let dy_sum = lane_sum(dy, f64::from);
-            let dy_xhat = lane_sum_pairs(dy, x, |dy, x| f64::from(dy * (x - mean) * rstd));
+            let dy_sum = lane_sum(dy, |dy| dy);
+            let dy_xhat = lane_sum_pairs(dy, x, |dy, x| dy * (x - mean) * rstd);
             *gamma_grad += dy_xhat;
             *beta_grad += dy_sum;
             sums.0 += dy_sum * f64::from(gamma);
@@ -561,43 +561,65 @@ fn backward_row(
     }
 }
 
-/// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes (mean, then
-/// the mean squared deviation), accumulated in f64 so that a large mean does not cancel the
-/// variance's digits.
+/// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes: the mean,
+/// then the mean squared deviation from it (so that a large mean does not cancel the
+/// variance's digits). See [`moments`].
 fn row_statistics(x: &[f32], grouping: Grouping) -> (f32, f32) {
-    let n = x.len() as f64;
-    let mean = if grouping.center {
-        lane_sum(x, f64::from) / n
+    let (mean, var) = if grouping.center {
+        moments(|| std::iter::once(x), x.len())
     } else {
-        0.0
+        (0.0, lane_sum(x, |x| x * x) / x.len() as f64)
     };
-    let var = lane_sum(x, |x| {
-        let deviation = f64::from(x) - mean;
-        deviation * deviation
-    }) / n;
-    (mean as f32, (1.0 / (var + grouping.eps).sqrt()) as f32)
+    (mean, (1.0 / (var + grouping.eps).sqrt()) as f32)
+}
+
+/// The mean and biased variance of the `count` values in `runs` (a fresh iterator per pass).
+/// The mean sums the values' offsets from the first one, and the variance the deviations from
+/// the f64 mean, so both sums stay small next to the values even when the mean is large, and
+/// [`lane_sum`]'s short f32 blocks lose no digit that matters.
+fn moments<'a, I: Iterator<Item = &'a [f32]>>(runs: impl Fn() -> I, count: usize) -> (f32, f64) {
+    let n = count as f64;
+    let first = runs().find_map(|run| run.first().copied()).unwrap_or(0.0);
+    let offset = runs().map(|run| lane_sum(run, |x| x - first)).sum::<f64>() / n;
+    let mean = f64::from(first) + offset;
+    // The f64 mean as an f32 and the remainder, subtracted in turn.
+    let (mean_high, mean_low) = (mean as f32, (mean - f64::from(mean as f32)) as f32);
+    let deviation = |x: f32| (x - mean_high) - mean_low;
+    let squares = runs().map(|run| lane_sum(run, |x| deviation(x) * deviation(x)));
+    (mean_high, squares.sum::<f64>() / n)
 }
 
 /// Independent accumulators per sum: a single running sum would make every addition wait for
 /// the previous one, and this many let the compiler vectorise.
 const LANES: usize = 8;
 
-/// `Σ term(v)` over `values`, in [`LANES`] accumulators.
-fn lane_sum(values: &[f32], term: impl Fn(f32) -> f64) -> f64 {
+/// How many terms each lane adds in f32 before moving its sum into an f64 total.
+const BLOCK: usize = 8;
+
+/// `Σ term(v)` over `values`; see [`lane_sum_pairs`].
+fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
     lane_sum_pairs(values, values, |v, _| term(v))
 }
 
 /// `Σ term(a, b)` over the pairs of `a` and `b` (of equal length), in [`LANES`] accumulators.
-fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let rest = a_chunks.remainder().iter().zip(b_chunks.remainder());
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for ((sum, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
-            *sum += term(a, b);
+/// Each adds [`BLOCK`] terms in f32 (fast, and exact to a few units in the last place over so
+/// few), then moves them into an f64 total, so that long rows keep their digits.
+fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut totals = [0.0f64; LANES];
+    let (a_blocks, b_blocks) = (a.chunks_exact(LANES * BLOCK), b.chunks_exact(LANES * BLOCK));
+    let rest = a_blocks.remainder().iter().zip(b_blocks.remainder());
+    for (a, b) in a_blocks.zip(b_blocks) {
+        let mut lanes = [0.0f32; LANES];
+        for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            for ((sum, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+                *sum += term(a, b);
+            }
+        }
+        for (total, lane) in totals.iter_mut().zip(lanes) {
+            *total += f64::from(lane);
         }
     }
-    lanes.iter().sum::<f64>() + rest.map(|(&a, &b)| term(a, b)).sum::<f64>()
+    totals.iter().sum::<f64>() + rest.map(|(&a, &b)| f64::from(term(a, b))).sum::<f64>()
 }
 
 /// The range of `γ`/`β` indices that row `row` uses.
@@ -654,26 +676,15 @@ fn channel_runs(
     })
 }
 
-/// Each channel's mean and biased variance (two passes, in f64), as `[2, C]`.
+/// Each channel's mean and biased variance (two passes, see [`moments`]), as `[2, C]`.
 fn channel_statistics(x: &FlexTensor) -> FlexTensor {
     let dims @ [samples, channels, spatial] = dims3(x);
     let x = values(x);
-    let count = (samples * spatial) as f64;
     let per_channel: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|channel| {
-            let runs = || channel_runs(&x, dims, channel);
-            let mean = runs().map(|run| lane_sum(run, f64::from)).sum::<f64>() / count;
-            let var = runs()
-                .map(|run| {
-                    lane_sum(run, |x| {
-                        let deviation = f64::from(x) - mean;
-                        deviation * deviation
-                    })
-                })
-                .sum::<f64>()
-                / count;
-            (mean as f32, var as f32)
+            let (mean, var) = moments(|| channel_runs(&x, dims, channel), samples * spatial);
+            (mean, var as f32)
         })
         .collect();
     let (means, vars): (Vec<f32>, Vec<f32>) = per_channel.into_iter().unzip();
@@ -769,9 +780,8 @@ fn batch_backward(
             let runs = channel_runs(grad, dims, c).zip(channel_runs(&x, dims, c));
             runs.fold((0.0, 0.0), |(dy_sum, dy_xhat), (dy, x)| {
                 (
-                    dy_sum + lane_sum(dy, f64::from),
-                    dy_xhat
-                        + lane_sum_pairs(dy, x, |dy, x| f64::from(dy * (x - mean[c]) * rstd[c])),
+                    dy_sum + lane_sum(dy, |dy| dy),
+                    dy_xhat + lane_sum_pairs(dy, x, |dy, x| dy * (x - mean[c]) * rstd[c]),
                 )
             })
         })
