@@ -54,10 +54,6 @@ pub(crate) fn conv_normal_002(
     conv
 }
 
-/// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss
-/// before and after.
-/// One device of every compiled backend, for tests; a backend that cannot start (no GPU
-/// adapter) fails the test with [`DeviceError`](normzoo_norm::backend::DeviceError)'s message.
 /// The first compiled backend's device (a CPU one whenever flex or ndarray is built), for tests
 /// of structure (parameter counts, shapes, refusals) that no backend changes.
 #[cfg(test)]
@@ -65,11 +61,15 @@ pub(crate) fn cpu() -> burn::tensor::Device {
     test_devices().remove(0).1
 }
 
+/// One device of every compiled backend, for tests; a backend that cannot start (no GPU
+/// adapter) fails the test with [`DeviceError`](normzoo_norm::backend::DeviceError)'s message.
 #[cfg(test)]
 pub(crate) fn test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
     normzoo_norm::backend::compiled_devices().unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss
+/// before and after.
 #[cfg(test)]
 pub(crate) fn sgd_steps<M: burn::module::Module>(
     mut model: M,
