@@ -22,6 +22,12 @@ use normzoo::train::translation::{Critics, CycleGan, CycleGanTraining};
 /// Largest accepted `|flex − wgpu| / (1 + |flex|)` for one layer, and for a whole network.
 const LAYER_TOLERANCE: f32 = 1e-5;
 const NETWORK_TOLERANCE: f32 = 1e-4;
+/// The same for losses after several Adam steps. Adam moves every weight by about `lr` whatever
+/// its gradient's size, so weights whose gradient is rounding noise (the biases before a
+/// normalizer, which it cancels) move either way, and the runs drift apart by about 1e-4 in
+/// three steps, more in some runs than in others (1.14e-4 once). The bugs this guards against
+/// made the losses differ by 25% and more.
+const TRAINING_TOLERANCE: f32 = 1e-3;
 
 /// The CPU and the GPU device, on autodiff.
 fn devices() -> [Device; 2] {
@@ -464,7 +470,7 @@ fn cyclegan_training_steps_agree() {
         "CycleGAN generator and critic losses at each step",
         &losses[0],
         &losses[1],
-        NETWORK_TOLERANCE,
+        TRAINING_TOLERANCE,
     );
 }
 
