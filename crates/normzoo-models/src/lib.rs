@@ -23,7 +23,8 @@
 //!   Kiros & Hinton (2016), multi-layer and batch-first.
 //!
 //! [`ARCHITECTURES`] lists them; [`ImageClassifier::from_name`] builds the image classifiers by
-//! name (`"resnet18-cifar"`, `"vgg16-bn"`, `"convnext-tiny"`, …).
+//! name (`"resnet18-cifar"`, `"vgg16-bn"`, `"convnext-tiny"`, …). ResNet and ConvNeXt load
+//! torchvision's checkpoints ([`TorchvisionWeights`]).
 
 //!
 //! ```
@@ -51,6 +52,7 @@ mod lstm;
 mod mlp;
 mod params;
 mod patchgan;
+mod pretrained;
 mod resnet;
 mod transformer;
 mod unet;
@@ -65,6 +67,7 @@ pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
 pub use mlp::{Mlp, MlpBlock, MlpConfig};
 pub use params::num_trainable_params;
 pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
+pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
 pub use transformer::{
     CausalLm, NormPosition, TransformerBlock, TransformerBlockConfig, TransformerConfig,

@@ -1,0 +1,255 @@
+//! torchvision checkpoints into our ResNet18 and ConvNeXt: the logits must be PyTorch's, from
+//! `.pth` and `.safetensors` alike, on every compiled backend; and every way a checkpoint can
+//! fail to fit is reported by name.
+//!
+//! The checkpoints are torchvision's own ResNet18 and ConvNeXt classes, narrowed to commit:
+//! `tests/fixtures/generate_checkpoints.py` wrote them and `checkpoints/checkpoints.json`
+//! (configuration, input, logits in evaluation mode).
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use normzoo::models::{
+    CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights,
+};
+use normzoo::norm::backend::compiled_devices;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    input: Data,
+    logits: Data,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+fn checkpoints() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/checkpoints"
+    ))
+}
+
+fn case(name: &str) -> Case {
+    let path = checkpoints().join("checkpoints.json");
+    let text = std::fs::read_to_string(&path).expect("read checkpoints.json");
+    let fixture: Fixture = serde_json::from_str(&text).expect("parse checkpoints.json");
+    fixture
+        .cases
+        .into_iter()
+        .find(|case| case.name == name)
+        .unwrap_or_else(|| panic!("checkpoints.json has no case {name}"))
+}
+
+/// ResNet18 as in the fixture: 4 channels in the first stage, 10 classes.
+fn resnet(num_classes: usize, device: &Device) -> ResNet {
+    ResNetConfig::resnet18(num_classes)
+        .with_width(4)
+        .init(device)
+        .unwrap()
+}
+
+/// ConvNeXt as in the fixture: dims 8 … 64, depths 1, 1, 2, 1, 10 classes.
+fn convnext(device: &Device) -> ConvNext {
+    ConvNextConfig::tiny(10)
+        .with_dims([8, 16, 32, 64])
+        .with_depths([1, 1, 2, 1])
+        .init(device)
+        .unwrap()
+}
+
+/// `|actual − expected| ≤ 1e-5·(1 + |expected|)` for every logit.
+fn assert_logits(actual: Tensor<2>, case: &Case, what: &str) {
+    assert_eq!(actual.dims().to_vec(), case.logits.shape, "{what}: shape");
+    let actual = actual
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
+    for (i, (a, e)) in actual.iter().zip(&case.logits.data).enumerate() {
+        assert!(
+            (a - e).abs() <= 1e-5 * (1.0 + e.abs()),
+            "{what}: logit {i} is {a} where PyTorch gives {e}"
+        );
+    }
+}
+
+fn input(case: &Case, device: &Device) -> Tensor<4> {
+    let data = TensorData::new(case.input.data.clone(), case.input.shape.clone());
+    Tensor::from_data(data, device)
+}
+
+#[test]
+fn resnet18_gives_torchvisions_logits_from_either_format() {
+    let case = case("resnet18_width4");
+    for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+        for extension in ["pth", "safetensors"] {
+            let path = checkpoints().join(format!("resnet18_width4.{extension}"));
+            let (model, report) = resnet(10, &device)
+                .load_torchvision(&path)
+                .unwrap_or_else(|err| panic!("{err}"));
+            // 20 convolutions and batch norms (5 tensors each), and the classifier's two.
+            assert_eq!(report.loaded, 20 + 20 * 5 + 2, "[{backend}] {extension}");
+            assert_eq!(report.head_replaced, None);
+            let tracked = match model.bn1.clone() {
+                normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
+                other => panic!("ResNet18's stem normalizer is {other:?}"),
+            };
+            tracked
+                .into_data()
+                .assert_eq(&TensorData::from([7.0f32]), false);
+            let logits = model.valid().forward(input(&case, &device));
+            assert_logits(logits, &case, &format!("[{backend}] ResNet18 .{extension}"));
+        }
+    }
+}
+
+#[test]
+fn convnext_gives_torchvisions_logits_from_either_format() {
+    let case = case("convnext_dims8");
+    for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+        for extension in ["pth", "safetensors"] {
+            let path = checkpoints().join(format!("convnext_dims8.{extension}"));
+            let (model, report) = convnext(&device)
+                .load_torchvision(&path)
+                .unwrap_or_else(|err| panic!("{err}"));
+            // Stem, 3 downsampling layers and head: a convolution or linear layer and a norm
+            // each (2 tensors apiece); 5 blocks of 4 such layers and a layer scale.
+            assert_eq!(report.loaded, 5 * 4 + 5 * 9, "[{backend}] {extension}");
+            assert_eq!(report.head_replaced, None);
+            let logits = model.valid().forward(input(&case, &device));
+            assert_logits(logits, &case, &format!("[{backend}] ConvNeXt .{extension}"));
+        }
+    }
+}
+
+#[test]
+fn another_class_count_keeps_the_models_own_classifier() {
+    let device = Device::default();
+    let model = resnet(5, &device);
+    let fresh_head = model.fc.weight.val().into_data();
+    let path = checkpoints().join("resnet18_width4.pth");
+    let (model, report) = model.load_torchvision(&path).unwrap();
+    assert_eq!(report.head_replaced, Some((10, 5)));
+    assert_eq!(report.loaded, 20 + 20 * 5);
+    model
+        .fc
+        .weight
+        .val()
+        .into_data()
+        .assert_eq(&fresh_head, true);
+    assert!(
+        report
+            .to_string()
+            .contains("10 classes in the checkpoint, 5 in the model")
+    );
+}
+
+#[test]
+fn a_checkpoint_with_more_blocks_is_refused_with_its_extra_keys() {
+    let device = Device::default();
+    let model = ResNetConfig::resnet18(10)
+        .with_width(4)
+        .with_blocks([1, 1, 1, 1])
+        .init(&device)
+        .unwrap();
+    let path = checkpoints().join("resnet18_width4.safetensors");
+    let err = model.load_torchvision(&path).unwrap_err();
+    let CheckpointError::Mismatch { report, .. } = &err else {
+        panic!("expected a mismatch, got {err}")
+    };
+    // The second block of each stage: 2 convolutions, 2 batch norms (5 tensors each).
+    assert_eq!(report.unexpected.len(), 4 * 12, "{err}");
+    assert!(
+        report
+            .unexpected
+            .contains(&"layer1.1.conv1.weight".to_string())
+    );
+    assert!(report.missing.is_empty() && report.wrong_shape.is_empty());
+    assert!(err.to_string().contains("48 not in the model: "), "{err}");
+
+    // Partially, everything else loads.
+    let model = ResNetConfig::resnet18(10)
+        .with_width(4)
+        .with_blocks([1, 1, 1, 1])
+        .init(&device)
+        .unwrap();
+    let (_, report) = model.load_torchvision_partial(&path).unwrap();
+    assert_eq!(report.loaded, 20 + 20 * 5 + 2 - 4 * 12);
+    assert_eq!(report.unexpected.len(), 48);
+}
+
+#[test]
+fn missing_tensors_and_other_shapes_are_listed_by_name() {
+    let device = Device::default();
+    let path = checkpoints().join("resnet18_width4.pth");
+    let deeper = ResNetConfig::resnet18(10)
+        .with_width(4)
+        .with_blocks([3, 2, 2, 2])
+        .init(&device)
+        .unwrap();
+    let err = deeper.load_torchvision(&path).unwrap_err();
+    let CheckpointError::Mismatch { report, .. } = &err else {
+        panic!("expected a mismatch, got {err}")
+    };
+    assert_eq!(report.missing.len(), 12, "{err}");
+    assert!(
+        report
+            .missing
+            .contains(&"layer1.2.bn2.running_var".to_string()),
+        "{err}"
+    );
+
+    let wider = ResNetConfig::resnet18(10)
+        .with_width(8)
+        .init(&device)
+        .unwrap();
+    let err = wider.load_torchvision(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("conv1.weight: model [8, 3, 7, 7], checkpoint [4, 3, 7, 7]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_unknown_or_corrupt_file_is_a_clear_error() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+
+    let absent = dir.path().join("resnet18.pth");
+    let err = resnet(10, &device).load_torchvision(&absent).unwrap_err();
+    assert_eq!(err, CheckpointError::NotFound { path: absent });
+
+    let text = dir.path().join("weights.txt");
+    std::fs::write(&text, "not weights").unwrap();
+    let err = resnet(10, &device).load_torchvision(&text).unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::UnknownFormat { .. }),
+        "{err}"
+    );
+
+    for name in ["resnet18_width4.pth", "resnet18_width4.safetensors"] {
+        let bytes = std::fs::read(checkpoints().join(name)).unwrap();
+        let truncated = dir.path().join(name);
+        std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+        let err = resnet(10, &device)
+            .load_torchvision(&truncated)
+            .unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Unreadable { .. }),
+            "{name} cut to a third: {err}"
+        );
+    }
+}
