@@ -303,87 +303,31 @@ fn forward(
         .zip(statistics.par_chunks_exact_mut(2))
         .enumerate()
         .for_each(|(row, ((out, x), stats))| {
+            let (mean, rstd) = row_statistics(x, grouping);
+            stats.copy_from_slice(&[mean, rstd]);
             let channels = group_channels(row, grouping);
             let (gamma, beta) = (&gamma[channels.clone()], &beta[channels]);
-            vectorized!(forward_row(out, x, stats, gamma, beta, grouping));
+            if grouping.spatial == 1 {
+                // One channel per value (LayerNorm, RMSNorm): γ and β run along the row.
+                for (((out, &x), &gamma), &beta) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    let scale = rstd * gamma;
+                    *out = x * scale + (beta - mean * scale);
+                }
+            } else {
+                // Runs of `spatial` values per channel (GroupNorm, InstanceNorm).
+                let runs = out
+                    .chunks_exact_mut(grouping.spatial)
+                    .zip(x.chunks_exact(grouping.spatial));
+                for ((out, x), (&gamma, &beta)) in runs.zip(gamma.iter().zip(beta)) {
+                    let scale = rstd * gamma;
+                    let shift = beta - mean * scale;
+                    for (out, &x) in out.iter_mut().zip(x) {
+                        *out = x * scale + shift;
+                    }
+                }
+            }
         });
     (tensor_from(output, shape), statistics)
-}
-
-/// One row of the forward pass: writes the row's statistics into `stats` (`[μ, r]`) and its
-/// output `x̂·γ + β` into `out`, with `gamma` and `beta` the row's channels.
-#[inline(always)]
-fn forward_row(
-    out: &mut [f32],
-    x: &[f32],
-    stats: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    grouping: Grouping,
-) {
-    let (mean, rstd) = row_statistics(x, grouping);
-    stats.copy_from_slice(&[mean, rstd]);
-    if grouping.spatial == 1 {
-        // One channel per value (LayerNorm, RMSNorm): γ and β run along the row.
-        for (((out, &x), &gamma), &beta) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
-            let scale = rstd * gamma;
-            *out = x * scale + (beta - mean * scale);
-        }
-    } else {
-        // Runs of `spatial` values per channel (GroupNorm, InstanceNorm).
-        let runs = out
-            .chunks_exact_mut(grouping.spatial)
-            .zip(x.chunks_exact(grouping.spatial));
-        for ((out, x), (&gamma, &beta)) in runs.zip(gamma.iter().zip(beta)) {
-            let scale = rstd * gamma;
-            scale_shift_run(out, x, scale, beta - mean * scale);
-        }
-    }
-}
-
-/// `out = x·scale + shift`, value by value.
-#[inline(always)]
-fn scale_shift_run(out: &mut [f32], x: &[f32], scale: f32, shift: f32) {
-    for (out, &x) in out.iter_mut().zip(x) {
-        *out = x * scale + shift;
-    }
-}
-
-/// Evaluates a kernel body (an expression), compiled for AVX2 when the CPU has it, else as
-/// compiled for the target.
-///
-/// Our crates build for the target's baseline (SSE2 on x86-64), where the compiler vectorises
-/// the kernels' f32 loops 4 values at a time and the f64 sums 2 at a time; AVX2 doubles both.
-/// The kernels never ask for fused multiply-adds, so both copies round alike and give the same
-/// bits. Only code inlined into [`with_avx2`] is compiled with AVX2: the body becomes a closure
-/// marked `#[inline(always)]` (unmarked, the compiler keeps it out of line, and the AVX2 copy
-/// merely calls the baseline one), and the helpers it calls are marked so too.
-macro_rules! vectorized {
-    ($kernel:expr) => {
-        run_vectorized(
-            #[inline(always)]
-            || $kernel,
-        )
-    };
-}
-use vectorized;
-
-/// Runs `kernel` through [`with_avx2`] when the CPU has AVX2; see [`vectorized!`].
-#[inline(always)]
-fn run_vectorized<R>(kernel: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: `with_avx2` needs only AVX2, which this CPU has (checked just above).
-        return unsafe { with_avx2(kernel) };
-    }
-    kernel()
-}
-
-/// `kernel()`, compiled with AVX2; see [`vectorized!`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn with_avx2<R>(kernel: impl FnOnce() -> R) -> R {
-    kernel()
 }
 
 /// One thread's sums of `dγ` and `dβ`. They add up over every row, so the totals are f64; rows
@@ -463,9 +407,7 @@ fn backward(
         .zip(statistics.par_chunks_exact(2))
         .enumerate()
         .fold(zeros, |mut sums: AffineGrads, (row, ((grad, x), stats))| {
-            vectorized!(backward_row(
-                grad, x, stats, &gamma, row, grouping, &mut sums
-            ));
+            backward_row(grad, x, stats, &gamma, row, grouping, &mut sums);
             sums
         })
         .reduce(zeros, AffineGrads::merge);
@@ -520,7 +462,6 @@ impl GradBuffer {
 
 /// One row of the backward pass: replaces the row's output gradient `grad` by its input
 /// gradient and adds the row's share of `dγ` and `dβ` to `sums`.
-#[inline(always)]
 fn backward_row(
     grad: &mut [f32],
     x: &[f32],
@@ -612,23 +553,17 @@ fn backward_row(
             .chunks_exact_mut(grouping.spatial)
             .zip(x.chunks_exact(grouping.spatial));
         for ((dy, x), &gamma) in runs.zip(gamma) {
-            input_grad_run(dy, x, rstd * gamma, k1, k0);
+            let scale = rstd * gamma;
+            for (dy, &x) in dy.iter_mut().zip(x) {
+                *dy = *dy * scale + x * k1 + k0;
+            }
         }
-    }
-}
-
-/// `dy = dy·scale + x·k₁ + k₀`, value by value: the input gradient of a run of one channel.
-#[inline(always)]
-fn input_grad_run(dy: &mut [f32], x: &[f32], scale: f32, k1: f32, k0: f32) {
-    for (dy, &x) in dy.iter_mut().zip(x) {
-        *dy = *dy * scale + x * k1 + k0;
     }
 }
 
 /// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes: the mean,
 /// then the mean squared deviation from it (so that a large mean does not cancel the
 /// variance's digits). See [`moments`].
-#[inline(always)]
 fn row_statistics(x: &[f32], grouping: Grouping) -> (f32, f32) {
     let (mean, var) = if grouping.center {
         moments(|| std::iter::once(x), x.len())
@@ -642,7 +577,6 @@ fn row_statistics(x: &[f32], grouping: Grouping) -> (f32, f32) {
 /// The mean sums the values' offsets from the first one, and the variance the deviations from
 /// the f64 mean, so both sums stay small next to the values even when the mean is large, and
 /// [`lane_sum`]'s short f32 blocks lose no digit that matters.
-#[inline(always)]
 fn moments<'a, I: Iterator<Item = &'a [f32]>>(runs: impl Fn() -> I, count: usize) -> (f32, f64) {
     let n = count as f64;
     let first = runs().find_map(|run| run.first().copied()).unwrap_or(0.0);
@@ -663,7 +597,6 @@ const LANES: usize = 8;
 const BLOCK: usize = 8;
 
 /// `Σ term(v)` over `values`; see [`lane_sum_pairs`].
-#[inline(always)]
 fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
     lane_sum_pairs(values, values, |v, _| term(v))
 }
@@ -671,7 +604,6 @@ fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
 /// `Σ term(a, b)` over the pairs of `a` and `b` (of equal length), in [`LANES`] accumulators.
 /// Each adds [`BLOCK`] terms in f32 (fast, and exact to a few units in the last place over so
 /// few), then moves them into an f64 total, so that long rows keep their digits.
-#[inline(always)]
 fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
     let mut totals = [0.0f64; LANES];
     let (a_blocks, b_blocks) = (a.chunks_exact(LANES * BLOCK), b.chunks_exact(LANES * BLOCK));
@@ -733,7 +665,6 @@ fn dims3(x: &FlexTensor) -> [usize; 3] {
 }
 
 /// Channel `channel`'s runs of `x` (`[N, C, S]`): one run of `S` values per sample.
-#[inline(always)]
 fn channel_runs(
     x: &[f32],
     [samples, channels, spatial]: [usize; 3],
@@ -752,10 +683,7 @@ fn channel_statistics(x: &FlexTensor) -> FlexTensor {
     let per_channel: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|channel| {
-            let (mean, var) = vectorized!(moments(
-                || channel_runs(&x, dims, channel),
-                samples * spatial
-            ));
+            let (mean, var) = moments(|| channel_runs(&x, dims, channel), samples * spatial);
             (mean, var as f32)
         })
         .collect();
@@ -822,7 +750,9 @@ fn batch_forward(
         .enumerate()
         .for_each(|(row, (out, x))| {
             let (scale, shift) = (scale[row % channels], shift[row % channels]);
-            vectorized!(scale_shift_run(out, x, scale, shift));
+            for (out, &x) in out.iter_mut().zip(x) {
+                *out = x * scale + shift;
+            }
         });
     let channel_scale = ChannelScale {
         mean: mean.to_vec(),
@@ -848,13 +778,11 @@ fn batch_backward(
         .into_par_iter()
         .map(|c| {
             let runs = channel_runs(grad, dims, c).zip(channel_runs(&x, dims, c));
-            vectorized!({
-                runs.fold((0.0, 0.0), |(dy_sum, dy_xhat), (dy, x)| {
-                    (
-                        dy_sum + lane_sum(dy, |dy| dy),
-                        dy_xhat + lane_sum_pairs(dy, x, |dy, x| dy * (x - mean[c]) * rstd[c]),
-                    )
-                })
+            runs.fold((0.0, 0.0), |(dy_sum, dy_xhat), (dy, x)| {
+                (
+                    dy_sum + lane_sum(dy, |dy| dy),
+                    dy_xhat + lane_sum_pairs(dy, x, |dy, x| dy * (x - mean[c]) * rstd[c]),
+                )
             })
         })
         .collect();
@@ -878,7 +806,9 @@ fn batch_backward(
         .enumerate()
         .for_each(|(row, (dy, x))| {
             let (scale, k1, k0) = coefficients[row % channel_count];
-            vectorized!(input_grad_run(dy, x, scale, k1, k0));
+            for (dy, &x) in dy.iter_mut().zip(x) {
+                *dy = *dy * scale + x * k1 + k0;
+            }
         });
     let (beta_grad, gamma_grad): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
     (
@@ -1068,69 +998,6 @@ mod tests {
             &composed(x, gamma, beta, grouping).into_data(),
             Default::default(),
         );
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    type KernelResults = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f64>, Vec<f64>, (f32, f64));
-
-    /// One row through the forward and backward kernel bodies, and the moments of its runs of 7.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn kernels(
-        x: &[f32],
-        dy: &[f32],
-        gamma: &[f32],
-        beta: &[f32],
-        grouping: Grouping,
-    ) -> KernelResults {
-        let channels = grouping.channels();
-        let (mut out, mut stats) = (vec![0.0; x.len()], vec![0.0; 2]);
-        forward_row(&mut out, x, &mut stats, gamma, beta, grouping);
-        let (mut grad, mut sums) = (dy.to_vec(), AffineGrads::zeros(channels));
-        backward_row(&mut grad, x, &stats, gamma, 0, grouping, &mut sums);
-        let sums = sums.merge(AffineGrads::zeros(channels));
-        let moments = moments(|| x.chunks(7), x.len());
-        (out, stats, grad, sums.gamma, sums.beta, moments)
-    }
-
-    /// The AVX2 copy of each kernel body and the baseline copy give the same bits: the kernels
-    /// ask for no fused multiply-add, and vectorising keeps every accumulator's order.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_avx2_kernels_give_the_same_bits_as_the_baseline_ones() {
-        assert!(
-            std::arch::is_x86_feature_detected!("avx2"),
-            "this test checks the AVX2 kernels, and this CPU has no AVX2"
-        );
-        // 203 values: several 64-value blocks, a remainder, and runs of 7 per channel.
-        let x: Vec<f32> = (0..203)
-            .map(|i| 40.0 + (i as f32 * 0.37).sin() * 3.0)
-            .collect();
-        let dy: Vec<f32> = (0..203).map(|i| (i as f32 * 0.91).cos()).collect();
-        let gamma: Vec<f32> = (0..203).map(|i| 1.0 + (i as f32 * 0.13).sin()).collect();
-        let beta: Vec<f32> = (0..203).map(|i| (i as f32 * 0.29).cos() * 0.5).collect();
-        let layer = grouping(1, 203, 1, true);
-        let groups = grouping(1, 29, 7, true);
-        let rms = grouping(1, 203, 1, false);
-        for grouping in [layer, groups, rms] {
-            let channels = grouping.channels();
-            let (gamma, beta) = (&gamma[..channels], &beta[..channels]);
-            let baseline = kernels(&x, &dy, gamma, beta, grouping);
-            // SAFETY: this CPU has AVX2 (asserted above).
-            let avx2 = unsafe {
-                with_avx2(
-                    #[inline(always)]
-                    || kernels(&x, &dy, gamma, beta, grouping),
-                )
-            };
-            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&baseline.0), bits(&avx2.0), "output");
-            assert_eq!(bits(&baseline.1), bits(&avx2.1), "statistics");
-            assert_eq!(bits(&baseline.2), bits(&avx2.2), "d input");
-            assert_eq!(baseline.3, avx2.3, "d gamma");
-            assert_eq!(baseline.4, avx2.4, "d beta");
-            assert_eq!(baseline.5, avx2.5, "moments");
-        }
     }
 
     #[test]
