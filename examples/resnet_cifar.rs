@@ -90,6 +90,10 @@ struct Args {
     /// Continue the run in --artifact-dir from the checkpoint of this epoch.
     #[arg(long, conflicts_with = "resume")]
     resume_epoch: Option<usize>,
+    /// Start from a torchvision checkpoint (.pth or .safetensors), e.g. ImageNet ResNet18
+    /// weights: what fits is loaded, the CIFAR stem and the 10-class head stay initialised.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -148,6 +152,9 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
     if args.limit_test.is_some() {
         config.limit_test = args.limit_test;
     }
+    if args.pretrained.is_some() {
+        config.pretrained = args.pretrained.clone();
+    }
     if let Some(schedule) = args.schedule {
         config.schedule = match schedule {
             ScheduleArg::OneCycle => Schedule::OneCycle,
@@ -188,6 +195,9 @@ fn run(args: Args) -> Result<(), TrainError> {
     let report = train(&config, &options)?;
 
     let dir = args.artifact_dir.display();
+    if let (Some(path), Some(loaded)) = (&config.pretrained, &report.pretrained) {
+        println!("Started from {}: {loaded}.", path.display());
+    }
     if report.interrupted {
         println!(
             "Stopped after epoch {}. Continue with --resume --artifact-dir {dir}.",

@@ -6,9 +6,11 @@
 //! `tests/fixtures/generate_checkpoints.py` wrote them and `checkpoints/checkpoints.json`
 //! (configuration, input, logits in evaluation mode).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::Module;
+use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, Tensor, TensorData};
 use normzoo::models::{
     CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights,
@@ -100,7 +102,11 @@ fn resnet18_gives_torchvisions_logits_from_either_format() {
                 .load_torchvision(&path)
                 .unwrap_or_else(|err| panic!("{err}"));
             // 20 convolutions and batch norms (5 tensors each), and the classifier's two.
-            assert_eq!(report.loaded, 20 + 20 * 5 + 2, "[{backend}] {extension}");
+            assert_eq!(
+                report.loaded.len(),
+                20 + 20 * 5 + 2,
+                "[{backend}] {extension}"
+            );
             assert_eq!(report.head_replaced, None);
             let tracked = match model.bn1.clone() {
                 normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
@@ -126,7 +132,11 @@ fn convnext_gives_torchvisions_logits_from_either_format() {
                 .unwrap_or_else(|err| panic!("{err}"));
             // Stem, 3 downsampling layers and head: a convolution or linear layer and a norm
             // each (2 tensors apiece); 5 blocks of 4 such layers and a layer scale.
-            assert_eq!(report.loaded, 5 * 4 + 5 * 9, "[{backend}] {extension}");
+            assert_eq!(
+                report.loaded.len(),
+                5 * 4 + 5 * 9,
+                "[{backend}] {extension}"
+            );
             assert_eq!(report.head_replaced, None);
             let logits = model.valid().forward(input(&case, &device));
             assert_logits(logits, &case, &format!("[{backend}] ConvNeXt .{extension}"));
@@ -142,7 +152,7 @@ fn another_class_count_keeps_the_models_own_classifier() {
     let path = checkpoints().join("resnet18_width4.pth");
     let (model, report) = model.load_torchvision(&path).unwrap();
     assert_eq!(report.head_replaced, Some((10, 5)));
-    assert_eq!(report.loaded, 20 + 20 * 5);
+    assert_eq!(report.loaded.len(), 20 + 20 * 5);
     model
         .fc
         .weight
@@ -186,7 +196,7 @@ fn a_checkpoint_with_more_blocks_is_refused_with_its_extra_keys() {
         .init(&device)
         .unwrap();
     let (_, report) = model.load_torchvision_partial(&path).unwrap();
-    assert_eq!(report.loaded, 20 + 20 * 5 + 2 - 4 * 12);
+    assert_eq!(report.loaded.len(), 20 + 20 * 5 + 2 - 4 * 12);
     assert_eq!(report.unexpected.len(), 48);
 }
 
@@ -251,5 +261,54 @@ fn a_missing_unknown_or_corrupt_file_is_a_clear_error() {
             matches!(err, CheckpointError::Unreadable { .. }),
             "{name} cut to a third: {err}"
         );
+    }
+}
+
+/// Every tensor of a `.safetensors` file: name → (dtype, shape, bytes).
+fn safetensors_contents(path: &std::path::Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let mut store = SafetensorsStore::from_file(path);
+    let tensors = store.get_all_tensors().unwrap().clone();
+    tensors
+        .into_iter()
+        .map(|(name, tensor)| {
+            let data = bridge::into_data(tensor).unwrap();
+            let dtype = format!("{:?}", data.dtype());
+            (
+                name,
+                (dtype, data.shape().to_vec(), data.as_bytes().to_vec()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_torchvision_checkpoint_round_trips_through_our_models() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["resnet18_width4", "convnext_dims8"] {
+        let original = checkpoints().join(format!("{name}.safetensors"));
+        let saved = dir.path().join(format!("{name}.safetensors"));
+        if name.starts_with("resnet") {
+            let (model, _) = resnet(10, &device).load_torchvision(&original).unwrap();
+            model.save_torchvision(&saved).unwrap();
+            // Never over an existing file.
+            let err = model.save_torchvision(&saved).unwrap_err();
+            assert!(err.to_string().contains("a file is already there"), "{err}");
+        } else {
+            let (model, _) = convnext(&device).load_torchvision(&original).unwrap();
+            model.save_torchvision(&saved).unwrap();
+        }
+        let (expected, actual) = (
+            safetensors_contents(&original),
+            safetensors_contents(&saved),
+        );
+        let keys = |contents: &BTreeMap<String, _>| contents.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&actual), keys(&expected), "{name}: the saved keys");
+        for (key, expected) in &expected {
+            assert!(
+                actual[key] == *expected,
+                "{name}: {key} differs after the round trip"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use normzoo::models::{ResNetConfig, TorchvisionWeights};
 use normzoo::norm::backend::COMPILED_BACKENDS;
 use normzoo::train::metrics::{MetricRow, read_metrics_csv};
 use normzoo::train::{RunConfig, RunReport, data::CifarDataset};
@@ -134,6 +135,48 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
     tiny_run(&mut again, &artifacts, 64, 4);
     assert_clear_error(&run(&mut again), "already holds a training run");
     assert_eq!(fs::read(artifacts.join("model.bpk")).unwrap(), before);
+}
+
+#[test]
+fn a_run_starts_from_what_fits_of_a_torchvision_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // ImageNet ResNet18's layout: all but the 7×7 stem and the 1000-class head fit the CIFAR one.
+    let imagenet = dir.path().join("resnet18.safetensors");
+    let device = burn::tensor::Device::default();
+    ResNetConfig::resnet18(1000)
+        .init(&device)
+        .unwrap()
+        .save_torchvision(&imagenet)
+        .unwrap();
+    let artifacts = dir.path().join("run");
+    let mut command = example();
+    tiny_run(&mut command, &artifacts, 16, 1);
+    command.args(["--pretrained", imagenet.to_str().unwrap()]);
+    let output = run(&mut command);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("Started from"));
+    let loaded = report(&artifacts)
+        .pretrained
+        .expect("the report says what was loaded");
+    assert!(loaded.starts_with("loaded 119 tensors"), "{loaded}");
+    assert!(
+        loaded.contains("(1000 classes in the checkpoint, 10 in the model)"),
+        "{loaded}"
+    );
+    assert!(
+        loaded.contains("conv1.weight: model [64, 3, 3, 3], checkpoint [64, 3, 7, 7]"),
+        "{loaded}"
+    );
+
+    // A checkpoint of which nothing fits is refused before anything is written.
+    let narrow = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/checkpoints/resnet18_width4.pth");
+    let artifacts = dir.path().join("narrow");
+    let mut command = example();
+    tiny_run(&mut command, &artifacts, 16, 1);
+    command.args(["--pretrained", narrow.to_str().unwrap()]);
+    assert_clear_error(&run(&mut command), "nothing in it fits resnet18");
+    assert!(!artifacts.exists());
 }
 
 #[test]

@@ -1,34 +1,5 @@
-//! Pretrained weights: torchvision checkpoints loaded into our architectures by name.
-//!
-//! A checkpoint is a PyTorch state dict, saved with `torch.save` (`.pth`, `.pt`, `.bin`) or as
-//! `.safetensors`; both are read through burn-store. The `.pth` reader parses the pickle data
-//! itself and never executes it, so a checkpoint cannot run code (unlike `torch.load` without
-//! `weights_only=True`).
-//!
-//! Our modules follow torchvision's names where they can; one table per architecture
-//! ([`TorchvisionWeights::renames`]) maps the keys that differ. Besides the names, loading
-//! transposes linear weights (burn stores them `[in, out]`), renames normalizers' `weight` and
-//! `bias` to `gamma` and `beta`, reshapes torchvision's `[C, 1, 1]` layer scale to our `[C]`
-//! and its 0-d integer `num_batches_tracked` to our `[1]` float, and casts half-precision
-//! weights to f32.
-//!
-//! Loading is strict by default, as `load_state_dict` is: a key the model lacks, a parameter
-//! the checkpoint lacks or a shape that differs is an error that lists them all. The partial
-//! mode loads what matches and reports the rest. Either way a classifier for a different
-//! number of classes is not an error: the model keeps its own freshly initialised head, as
-//! timm's `num_classes` does, and the [`LoadReport`] says so.
-//!
-//! ```no_run
-//! use burn::tensor::Device;
-//! use normzoo_models::{ResNetConfig, TorchvisionWeights};
-//!
-//! let device = Device::default();
-//! let (model, report) = ResNetConfig::resnet18(1000)
-//!     .init(&device)?
-//!     .load_torchvision("resnet18-f37072fd.pth")?;
-//! println!("{report}");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Pretrained weights: torchvision checkpoints loaded into our architectures by name; see
+//! [`TorchvisionWeights`].
 
 use core::fmt;
 use std::collections::BTreeMap;
@@ -37,14 +8,44 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ApplyError, ApplyResult, KeyRemapper, ModuleAdapter, ModuleContext, ModuleSnapshot,
-    ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, bridge,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, KeyRemapper, ModuleAdapter, ModuleContext,
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, bridge,
 };
 use burn::tensor::{DType, Shape, TensorData};
 
 use crate::{ConvNext, ResNet};
 
-/// An architecture whose weights load from torchvision's checkpoints.
+/// An architecture whose weights load from torchvision's checkpoints, and save as them.
+///
+/// A checkpoint is a PyTorch state dict, saved with `torch.save` (`.pth`, `.pt`, `.bin`) or as
+/// `.safetensors`; both are read through burn-store. The `.pth` reader parses the pickle data
+/// itself and never executes it, so a checkpoint cannot run code (unlike `torch.load` without
+/// `weights_only=True`).
+///
+/// Our modules follow torchvision's names where they can; one table per architecture
+/// ([`TorchvisionWeights::renames`]) maps the keys that differ. Besides the names, loading
+/// transposes linear weights (burn stores them `[in, out]`), renames normalizers' `weight` and
+/// `bias` to `gamma` and `beta`, reshapes torchvision's `[C, 1, 1]` layer scale to our `[C]`
+/// and its 0-d integer `num_batches_tracked` to our `[1]` float, and casts half-precision
+/// weights to f32.
+///
+/// Loading is strict by default, as `load_state_dict` is: a key the model lacks, a parameter
+/// the checkpoint lacks or a shape that differs is an error that lists them all. The partial
+/// mode loads what matches and reports the rest. Either way a classifier for a different
+/// number of classes is not an error: the model keeps its own freshly initialised head, as
+/// timm's `num_classes` does, and the [`LoadReport`] says so.
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use normzoo_models::{ResNetConfig, TorchvisionWeights};
+///
+/// let device = Device::default();
+/// let (model, report) = ResNetConfig::resnet18(1000)
+///     .init(&device)?
+///     .load_torchvision("resnet18-f37072fd.pth")?;
+/// println!("{report}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait TorchvisionWeights: Module + Sized {
     /// The architecture's name in messages.
     const NAME: &'static str;
@@ -59,7 +60,7 @@ pub trait TorchvisionWeights: Module + Sized {
 
     /// Loads every parameter and running statistic from the torchvision checkpoint at `path`;
     /// any key that is missing, unexpected or of the wrong shape is an error (the classifier
-    /// excepted, see the [module docs](self)).
+    /// excepted, see [`TorchvisionWeights`]).
     ///
     /// # Errors
     ///
@@ -83,6 +84,18 @@ pub trait TorchvisionWeights: Module + Sized {
         path: impl AsRef<Path>,
     ) -> Result<(Self, LoadReport), CheckpointError> {
         load(self, path.as_ref(), false)
+    }
+
+    /// Saves the model as a `.safetensors` checkpoint under torchvision's names and layouts,
+    /// which torchvision's model loads with `load_state_dict(load_file(path))`: loading a
+    /// torchvision checkpoint and saving it gives back the same tensors.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Unwritable`]: the path does not end in `.safetensors`, a file is
+    /// already there (it is never overwritten), or writing failed.
+    fn save_torchvision(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        save(self, path.as_ref())
     }
 }
 
@@ -145,8 +158,8 @@ impl TorchvisionWeights for ConvNext {
 /// What a load did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadReport {
-    /// How many tensors were loaded.
-    pub loaded: usize,
+    /// The tensors loaded, under our names.
+    pub loaded: Vec<String>,
     /// The classifier kept its own initialisation because the checkpoint's has another number
     /// of classes: `(checkpoint's classes, model's classes)`.
     pub head_replaced: Option<(usize, usize)>,
@@ -162,7 +175,7 @@ pub struct LoadReport {
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "loaded {} tensors", self.loaded)?;
+        write!(f, "loaded {} tensors", self.loaded.len())?;
         if let Some((checkpoint, model)) = self.head_replaced {
             write!(
                 f,
@@ -196,6 +209,18 @@ pub enum CheckpointError {
         /// The reader's message.
         reason: String,
     },
+    /// Loading torchvision weights into this architecture is not implemented yet.
+    Unsupported {
+        /// The architecture.
+        model: &'static str,
+    },
+    /// The checkpoint could not be written.
+    Unwritable {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The checkpoint does not fit the model (strict loads).
     Mismatch {
         /// The architecture.
@@ -219,6 +244,14 @@ impl fmt::Display for CheckpointError {
             ),
             Self::Unreadable { path, reason } => {
                 write!(f, "{}: not a readable checkpoint: {reason}", path.display())
+            }
+            Self::Unsupported { model } => write!(
+                f,
+                "{model}: loading torchvision weights is not implemented yet (ResNet and \
+                 ConvNeXt are)"
+            ),
+            Self::Unwritable { path, reason } => {
+                write!(f, "{}: checkpoint not saved: {reason}", path.display())
             }
             Self::Mismatch {
                 model,
@@ -275,6 +308,33 @@ fn load<M: TorchvisionWeights>(
         });
     }
     Ok((model, report))
+}
+
+fn save<M: TorchvisionWeights>(model: &M, path: &Path) -> Result<(), CheckpointError> {
+    let unwritable = |reason: String| CheckpointError::Unwritable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Err(unwritable(
+            "torchvision checkpoints are saved as .safetensors only".into(),
+        ));
+    }
+    if path.exists() {
+        return Err(unwritable("a file is already there".into()));
+    }
+    let to_theirs = M::renames()
+        .into_iter()
+        .map(|(theirs, ours)| prefix_pattern(&ours, &theirs));
+    let remapper = KeyRemapper::from_pattern_iter(to_theirs)
+        .expect("the rename tables are valid regular expressions");
+    let mut store = SafetensorsStore::from_file(path)
+        .with_to_adapter(ToTorchvision)
+        .skip_enum_variants(true)
+        .remap(remapper);
+    model
+        .save_into(&mut store)
+        .map_err(|err| unwritable(err.to_string()))
 }
 
 /// Every tensor of the checkpoint at `path`, under the checkpoint's names (not read yet).
@@ -400,7 +460,7 @@ fn report<M: TorchvisionWeights>(
         }
     };
     LoadReport {
-        loaded: result.applied.len(),
+        loaded: result.applied,
         head_replaced,
         missing: result.missing.into_iter().map(|(path, _)| path).collect(),
         unexpected: result.unused.iter().map(theirs).collect(),
@@ -419,7 +479,7 @@ fn last(shape: &Shape) -> usize {
     shape.as_slice().last().copied().unwrap_or(1)
 }
 
-/// torchvision's tensors into our layout; see the [module docs](self).
+/// torchvision's tensors into our layout; see [`TorchvisionWeights`].
 #[derive(Debug, Clone, Copy)]
 struct FromTorchvision;
 
@@ -450,6 +510,46 @@ impl ModuleAdapter for FromTorchvision {
             ("Struct:LayerNorm2d" | "Struct:InstanceNorm", "beta") => Some("bias".into()),
             _ => PyTorchToBurnAdapter.get_alternative_param_name(param_name, module_type),
         }
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(*self)
+    }
+}
+
+/// Our tensors into torchvision's layout: [`FromTorchvision`] undone.
+#[derive(Debug, Clone, Copy)]
+struct ToTorchvision;
+
+impl ModuleAdapter for ToTorchvision {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        let module = ctx.module_type().unwrap_or("");
+        let param = tensor.name.rsplit('.').next().unwrap_or("").to_string();
+        let dims = tensor.shape.as_slice().to_vec();
+        if param == "num_batches_tracked" {
+            let name = tensor.name.clone();
+            return bridge::map_data(tensor, name, DType::I64, Shape::from([0usize; 0]), |data| {
+                let count = data.iter::<f32>().next().unwrap_or(0.0);
+                TensorData::new(vec![count as i64], [0usize; 0])
+            });
+        }
+        if module == "Struct:ConvNextBlock" && param == "gamma" {
+            return to_f32(tensor, Shape::from([dims[0], 1, 1]));
+        }
+        if matches!(module, "Struct:LayerNorm2d" | "Struct:InstanceNorm") {
+            let renamed = match param.as_str() {
+                "gamma" => "weight",
+                "beta" => "bias",
+                other => other,
+            };
+            let mut tensor = tensor;
+            tensor.name = format!(
+                "{}{renamed}",
+                &tensor.name[..tensor.name.len() - param.len()]
+            );
+            return tensor;
+        }
+        BurnToPyTorchAdapter.adapt(tensor, ctx)
     }
 
     fn clone_box(&self) -> Box<dyn ModuleAdapter> {

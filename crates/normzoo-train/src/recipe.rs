@@ -95,6 +95,10 @@ pub struct RunConfig {
     pub limit_test: Option<usize>,
     /// Threads preparing batches.
     pub num_workers: usize,
+    /// A torchvision checkpoint to start from, loaded partially: what does not fit (the CIFAR
+    /// stem, the 10-class head) stays initialised. Ignored when resuming.
+    #[serde(default)]
+    pub pretrained: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -115,6 +119,7 @@ impl Default for RunConfig {
             limit_train: None,
             limit_test: None,
             num_workers: 2,
+            pretrained: None,
         }
     }
 }

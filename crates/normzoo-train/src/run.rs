@@ -28,6 +28,8 @@ use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
 use serde::{Deserialize, Serialize};
 
+use normzoo_models::{ImageClassifier, LoadReport};
+
 use crate::TrainError;
 use crate::classifier::Classifier;
 use crate::data::{
@@ -108,6 +110,9 @@ pub struct RunReport {
     pub train_images_per_second: Option<f64>,
     /// Wall-clock seconds this process spent training and evaluating.
     pub seconds: f64,
+    /// What the run took from its `pretrained` checkpoint.
+    #[serde(default)]
+    pub pretrained: Option<String>,
 }
 
 impl RunConfig {
@@ -162,7 +167,15 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
         false => options.device.clone(),
     };
     device.seed(config.seed);
-    let model = Classifier::new(config.build_model(&device.clone().autodiff())?);
+    let model = config.build_model(&device.clone().autodiff())?;
+    let (model, pretrained) = match (&config.pretrained, resume_epoch) {
+        (Some(path), None) => {
+            let (model, report) = load_pretrained(model, path, &config.model)?;
+            (model, Some(report.to_string()))
+        }
+        _ => (model, None),
+    };
+    let model = Classifier::new(model);
     let (train_set, test_set) = load_datasets(config)?;
     let (train_images, test_images) = (train_set.len(), test_set.len());
     if let Some(epoch) = resume_epoch {
@@ -248,10 +261,39 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
         test_accuracy,
         train_images_per_second,
         seconds: start.elapsed().as_secs_f64(),
+        pretrained,
     };
     let report_text = serde_json::to_string_pretty(&report).expect("a report serializes");
     write_atomically(&dir.join(REPORT_FILE), report_text.as_bytes())?;
     Ok(report)
+}
+
+/// `model` with what fits of the torchvision checkpoint at `path`; an error when no convolution
+/// or linear weight does (a batch count or a bias alone can fit by chance).
+fn load_pretrained(
+    model: ImageClassifier,
+    path: &Path,
+    name: &str,
+) -> Result<(ImageClassifier, LoadReport), TrainError> {
+    let invalid = |message: String| TrainError::InvalidConfig {
+        setting: "--pretrained",
+        message,
+    };
+    let (model, report) = model
+        .load_torchvision_partial(path)
+        .map_err(|err| invalid(err.to_string()))?;
+    // Under our names only convolutions and linear layers have a `weight` (normalizers' is `gamma`).
+    if !report
+        .loaded
+        .iter()
+        .any(|loaded| loaded.ends_with(".weight"))
+    {
+        return Err(invalid(format!(
+            "{}: nothing in it fits {name} (no convolution or linear weight): {report}",
+            path.display()
+        )));
+    }
+    Ok((model, report))
 }
 
 /// Top-1 accuracy in percent of `model` on `dataset`, in evaluation mode.
