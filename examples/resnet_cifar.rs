@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use normzoo::models::download_checkpoint;
 use normzoo::norm::NormConfig;
 use normzoo::train::data::IMAGE_SIZE;
 use normzoo::train::progress::exit_code;
@@ -90,10 +91,12 @@ struct Args {
     /// Continue the run in --artifact-dir from the checkpoint of this epoch.
     #[arg(long, conflicts_with = "resume")]
     resume_epoch: Option<usize>,
-    /// Start from a torchvision checkpoint (.pth or .safetensors), e.g. ImageNet ResNet18
-    /// weights: what fits is loaded, the CIFAR stem and the 10-class head stay initialised.
+    /// Start from a torchvision checkpoint (.pth or .safetensors): a path, or an address to
+    /// download it from into torch's cache (e.g. ImageNet ResNet18's,
+    /// https://download.pytorch.org/models/resnet18-f37072fd.pth). What fits is loaded; the
+    /// CIFAR stem and the 10-class head stay initialised.
     #[arg(long)]
-    pretrained: Option<PathBuf>,
+    pretrained: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,8 +155,8 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
     if args.limit_test.is_some() {
         config.limit_test = args.limit_test;
     }
-    if args.pretrained.is_some() {
-        config.pretrained = args.pretrained.clone();
+    if let Some(pretrained) = &args.pretrained {
+        config.pretrained = Some(checkpoint_path(pretrained)?);
     }
     if let Some(schedule) = args.schedule {
         config.schedule = match schedule {
@@ -179,6 +182,17 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
         (None, None) => {}
     }
     Ok(config)
+}
+
+/// The checkpoint's path: `pretrained` itself, or where it downloads to when it is an address.
+fn checkpoint_path(pretrained: &str) -> Result<PathBuf, TrainError> {
+    if !(pretrained.starts_with("http://") || pretrained.starts_with("https://")) {
+        return Ok(PathBuf::from(pretrained));
+    }
+    download_checkpoint(pretrained, None).map_err(|err| TrainError::InvalidConfig {
+        setting: "--pretrained",
+        message: err.to_string(),
+    })
 }
 
 fn run(args: Args) -> Result<(), TrainError> {

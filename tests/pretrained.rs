@@ -312,3 +312,96 @@ fn a_torchvision_checkpoint_round_trips_through_our_models() {
         }
     }
 }
+
+/// A one-file HTTP server on loopback: `GET /<name>` answers `body`, any other path 404. Serves
+/// `requests` requests, then stops.
+fn serve(name: &'static str, body: Vec<u8>, requests: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            let found = request.split(' ').nth(1) == Some(&format!("/{name}"));
+            let (status, body) = match found {
+                true => ("200 OK", body.as_slice()),
+                false => ("404 Not Found", &b"no such file"[..]),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(body).unwrap();
+        }
+    });
+    address
+}
+
+#[test]
+fn a_checkpoint_downloads_once_into_the_cache_and_is_checked() {
+    use normzoo::models::download_checkpoint;
+    use sha2::Digest;
+
+    let bytes = std::fs::read(checkpoints().join("resnet18_width4.pth")).unwrap();
+    let hash: String = sha2::Sha256::digest(&bytes)[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    // torch's naming: the first hex digits of the file's SHA-256 after the last `-`.
+    let name: &'static str = format!("resnet18_width4-{hash}.pth").leak();
+    let cache = tempfile::tempdir().unwrap();
+    let address = serve(name, bytes.clone(), 2);
+
+    let path = download_checkpoint(&format!("{address}/{name}"), Some(cache.path())).unwrap();
+    assert_eq!(path, cache.path().join(name));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let (_, report) = resnet(10, &Device::default())
+        .load_torchvision(&path)
+        .unwrap();
+    assert_eq!(report.loaded.len(), 122);
+
+    // Cached: asked again, it does not go to the network (the server is not asked).
+    let again = download_checkpoint(&format!("{address}/{name}"), Some(cache.path())).unwrap();
+    assert_eq!(again, path);
+
+    // Not found: the server's answer, and nothing left in the cache.
+    let err = download_checkpoint(&format!("{address}/missing.pth"), Some(cache.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("404"), "{err}");
+    let names = |dir: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(cache.path()), [name]);
+
+    // A file whose hash is not its name's is refused and not kept.
+    let wrong: &'static str = "resnet18_width4-00000000.pth";
+    let address = serve(wrong, bytes, 1);
+    let err = download_checkpoint(&format!("{address}/{wrong}"), Some(cache.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the file name says it begins with 00000000"),
+        "{err}"
+    );
+    assert_eq!(names(cache.path()), [name]);
+
+    // Nobody listening: a clear error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/{name}", closed.local_addr().unwrap());
+    drop(closed);
+    let err = download_checkpoint(&url, Some(&cache.path().join("empty"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot download {url}")),
+        "{err}"
+    );
+}

@@ -47,6 +47,7 @@
 mod common;
 mod convnext;
 mod cyclegan;
+mod download;
 mod error;
 mod lstm;
 mod mlp;
@@ -62,6 +63,9 @@ mod zoo;
 pub use common::conv_bias_before;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
+pub use download::{
+    CONVNEXT_TINY_IMAGENET, RESNET18_IMAGENET, download_checkpoint, torch_cache_dir,
+};
 pub use error::ModelError;
 pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
 pub use mlp::{Mlp, MlpBlock, MlpConfig};

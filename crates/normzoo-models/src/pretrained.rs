@@ -209,6 +209,13 @@ pub enum CheckpointError {
         /// The reader's message.
         reason: String,
     },
+    /// A checkpoint could not be downloaded.
+    Download {
+        /// The address.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// Loading torchvision weights into this architecture is not implemented yet.
     Unsupported {
         /// The architecture.
@@ -245,6 +252,11 @@ impl fmt::Display for CheckpointError {
             Self::Unreadable { path, reason } => {
                 write!(f, "{}: not a readable checkpoint: {reason}", path.display())
             }
+            Self::Download { url, reason } => write!(
+                f,
+                "cannot download {url}: {reason} (offline, download it by hand and give its \
+                 path instead)"
+            ),
             Self::Unsupported { model } => write!(
                 f,
                 "{model}: loading torchvision weights is not implemented yet (ResNet and \
