@@ -1,8 +1,8 @@
-//! torchvision checkpoints into our ResNet18 and ConvNeXt: the logits must be PyTorch's, from
+//! torchvision checkpoints into our ResNet18, ConvNeXt, VGG16 and VGG16-BN: the logits must be PyTorch's, from
 //! `.pth` and `.safetensors` alike, on every compiled backend; and every way a checkpoint can
 //! fail to fit is reported by name.
 //!
-//! The checkpoints are torchvision's own ResNet18 and ConvNeXt classes, narrowed to commit:
+//! The checkpoints are torchvision's own ResNet18, ConvNeXt and VGG classes, narrowed to commit:
 //! `tests/fixtures/generate_checkpoints.py` wrote them and `checkpoints/checkpoints.json`
 //! (configuration, input, logits in evaluation mode).
 
@@ -13,8 +13,10 @@ use burn::module::Module;
 use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, Tensor, TensorData};
 use normzoo::models::{
-    CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights,
+    CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights, Vgg,
+    VggConfig,
 };
+use normzoo::norm::NormConfig;
 use normzoo::norm::backend::compiled_devices;
 use serde::Deserialize;
 
@@ -67,6 +69,23 @@ fn convnext(device: &Device) -> ConvNext {
     ConvNextConfig::tiny(10)
         .with_dims([8, 16, 32, 64])
         .with_depths([1, 1, 2, 1])
+        .init(device)
+        .unwrap()
+}
+
+/// VGG16 as in the fixtures: widths 4 … 16, 32 hidden units, 10 classes; BatchNorm for
+/// VGG16-BN.
+fn vgg(norm: NormConfig, device: &Device) -> Vgg {
+    VggConfig::vgg16(10)
+        .with_stages(vec![
+            vec![4, 4],
+            vec![8, 8],
+            vec![8, 8, 8],
+            vec![16, 16, 16],
+            vec![16, 16, 16],
+        ])
+        .with_hidden(32)
+        .with_norm(norm)
         .init(device)
         .unwrap()
 }
@@ -142,6 +161,80 @@ fn convnext_gives_torchvisions_logits_from_either_format() {
             assert_logits(logits, &case, &format!("[{backend}] ConvNeXt .{extension}"));
         }
     }
+}
+
+#[test]
+fn vgg16_and_vgg16_bn_give_torchvisions_logits_from_either_format() {
+    // 13 convolutions and 3 linear layers (2 tensors each); VGG16-BN adds 13 batch norms.
+    for (name, norm, tensors) in [
+        ("vgg16_width4", NormConfig::None, 16 * 2),
+        ("vgg16_bn_width4", NormConfig::batch(), 16 * 2 + 13 * 5),
+    ] {
+        let case = case(name);
+        for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+            for extension in ["pth", "safetensors"] {
+                let path = checkpoints().join(format!("{name}.{extension}"));
+                let (model, report) = vgg(norm.clone(), &device)
+                    .load_torchvision(&path)
+                    .unwrap_or_else(|err| panic!("{err}"));
+                assert_eq!(
+                    report.loaded.len(),
+                    tensors,
+                    "[{backend}] {name}.{extension}"
+                );
+                let logits = model.valid().forward(input(&case, &device));
+                assert_logits(logits, &case, &format!("[{backend}] {name}.{extension}"));
+            }
+        }
+    }
+}
+
+/// torchvision numbers VGG16-BN's layers differently from VGG16's: each checkpoint fits only its
+/// own model, and the CIFAR variant takes the convolutions of either.
+#[test]
+fn vgg_checkpoints_fit_only_their_own_variant() {
+    let device = Device::default();
+    let bn = checkpoints().join("vgg16_bn_width4.pth");
+    let err = vgg(NormConfig::None, &device)
+        .load_torchvision(&bn)
+        .unwrap_err();
+    let CheckpointError::Mismatch { report, .. } = &err else {
+        panic!("expected a mismatch, got {err}")
+    };
+    assert!(
+        report
+            .unexpected
+            .contains(&"features.1.running_mean".to_string()),
+        "{err}"
+    );
+
+    let cifar = VggConfig::vgg16_cifar(NormConfig::batch(), 10)
+        .with_stages(vec![
+            vec![4, 4],
+            vec![8, 8],
+            vec![8, 8, 8],
+            vec![16, 16, 16],
+            vec![16, 16, 16],
+        ])
+        .init(&device)
+        .unwrap();
+    let fresh_head = cifar.fc.weight.val().into_data();
+    let (cifar, report) = cifar.load_torchvision_partial(&bn).unwrap();
+    assert_eq!(report.loaded.len(), 13 * 2 + 13 * 5, "{report}");
+    // The ImageNet classifier has no counterpart in the CIFAR head.
+    assert_eq!(report.unexpected.len(), 3 * 2, "{report}");
+    assert!(
+        report
+            .unexpected
+            .contains(&"classifier.6.weight".to_string())
+    );
+    assert_eq!(report.missing, ["fc.bias", "fc.weight"], "{report}");
+    cifar
+        .fc
+        .weight
+        .val()
+        .into_data()
+        .assert_eq(&fresh_head, true);
 }
 
 #[test]
@@ -281,36 +374,42 @@ fn safetensors_contents(path: &std::path::Path) -> BTreeMap<String, (String, Vec
         .collect()
 }
 
+/// Loads torchvision's `{name}.safetensors` into `model`, saves it into `dir` and checks that
+/// both files hold the same keys, dtypes, shapes and bytes.
+fn assert_round_trip<M: TorchvisionWeights>(model: M, name: &str, dir: &std::path::Path) {
+    let original = checkpoints().join(format!("{name}.safetensors"));
+    let saved = dir.join(format!("{name}.safetensors"));
+    let (model, _) = model.load_torchvision(&original).unwrap();
+    model.save_torchvision(&saved).unwrap();
+    // Never over an existing file.
+    let err = model.save_torchvision(&saved).unwrap_err();
+    assert!(err.to_string().contains("a file is already there"), "{err}");
+    let (expected, actual) = (
+        safetensors_contents(&original),
+        safetensors_contents(&saved),
+    );
+    let keys = |contents: &BTreeMap<String, _>| contents.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&actual), keys(&expected), "{name}: the saved keys");
+    for (key, expected) in &expected {
+        assert!(
+            actual[key] == *expected,
+            "{name}: {key} differs after the round trip"
+        );
+    }
+}
+
 #[test]
 fn a_torchvision_checkpoint_round_trips_through_our_models() {
     let device = Device::default();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["resnet18_width4", "convnext_dims8"] {
-        let original = checkpoints().join(format!("{name}.safetensors"));
-        let saved = dir.path().join(format!("{name}.safetensors"));
-        if name.starts_with("resnet") {
-            let (model, _) = resnet(10, &device).load_torchvision(&original).unwrap();
-            model.save_torchvision(&saved).unwrap();
-            // Never over an existing file.
-            let err = model.save_torchvision(&saved).unwrap_err();
-            assert!(err.to_string().contains("a file is already there"), "{err}");
-        } else {
-            let (model, _) = convnext(&device).load_torchvision(&original).unwrap();
-            model.save_torchvision(&saved).unwrap();
-        }
-        let (expected, actual) = (
-            safetensors_contents(&original),
-            safetensors_contents(&saved),
-        );
-        let keys = |contents: &BTreeMap<String, _>| contents.keys().cloned().collect::<Vec<_>>();
-        assert_eq!(keys(&actual), keys(&expected), "{name}: the saved keys");
-        for (key, expected) in &expected {
-            assert!(
-                actual[key] == *expected,
-                "{name}: {key} differs after the round trip"
-            );
-        }
-    }
+    assert_round_trip(resnet(10, &device), "resnet18_width4", dir.path());
+    assert_round_trip(convnext(&device), "convnext_dims8", dir.path());
+    assert_round_trip(vgg(NormConfig::None, &device), "vgg16_width4", dir.path());
+    assert_round_trip(
+        vgg(NormConfig::batch(), &device),
+        "vgg16_bn_width4",
+        dir.path(),
+    );
 }
 
 /// A one-file HTTP server on loopback: `GET /<name>` answers `body`, any other path 404. Serves

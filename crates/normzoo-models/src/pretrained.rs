@@ -13,7 +13,9 @@ use burn::store::{
 };
 use burn::tensor::{DType, Shape, TensorData};
 
-use crate::{ConvNext, ResNet};
+use normzoo_norm::Norm;
+
+use crate::{ConvNext, ImageClassifier, ResNet, Vgg};
 
 /// An architecture whose weights load from torchvision's checkpoints, and save as them.
 ///
@@ -48,15 +50,17 @@ use crate::{ConvNext, ResNet};
 /// ```
 pub trait TorchvisionWeights: Module + Sized {
     /// The architecture's name in messages.
-    const NAME: &'static str;
+    fn name(&self) -> &'static str;
 
     /// The classifier's key prefix (ours): its weight and bias are not loaded when the
     /// checkpoint has another number of classes.
-    const HEAD: &'static str;
+    fn head(&self) -> &'static str;
 
     /// torchvision's key prefixes and ours, for every prefix that differs; `{}` stands for a
-    /// block index, in the same order on both sides.
-    fn renames() -> Vec<(String, String)>;
+    /// block index, in the same order on both sides. A method, not a constant table, because
+    /// some of torchvision's numbering depends on the configuration (VGG's layer indices
+    /// count its normalizers).
+    fn renames(&self) -> Vec<(String, String)>;
 
     /// Loads every parameter and running statistic from the torchvision checkpoint at `path`;
     /// any key that is missing, unexpected or of the wrong shape is an error (the classifier
@@ -100,11 +104,16 @@ pub trait TorchvisionWeights: Module + Sized {
 }
 
 impl TorchvisionWeights for ResNet {
-    const NAME: &'static str = "ResNet";
-    const HEAD: &'static str = "fc";
+    fn name(&self) -> &'static str {
+        "ResNet"
+    }
+
+    fn head(&self) -> &'static str {
+        "fc"
+    }
 
     /// Only the projection shortcut differs: torchvision's is a `Sequential`.
-    fn renames() -> Vec<(String, String)> {
+    fn renames(&self) -> Vec<(String, String)> {
         [("0", "conv"), ("1", "bn")]
             .into_iter()
             .map(|(index, ours)| {
@@ -118,14 +127,19 @@ impl TorchvisionWeights for ResNet {
 }
 
 impl TorchvisionWeights for ConvNext {
-    const NAME: &'static str = "ConvNeXt";
-    const HEAD: &'static str = "head";
+    fn name(&self) -> &'static str {
+        "ConvNeXt"
+    }
+
+    fn head(&self) -> &'static str {
+        "head"
+    }
 
     /// torchvision keeps the stem, stages and downsampling layers in one `features`
     /// sequence (stem 0, stages 1, 3, 5, 7, downsampling 2, 4, 6), each block's layers in a
     /// `block` sequence (depthwise convolution 0, LayerNorm 2, linear layers 3 and 5) and the
     /// head in `classifier` (LayerNorm 0, linear 2).
-    fn renames() -> Vec<(String, String)> {
+    fn renames(&self) -> Vec<(String, String)> {
         let mut renames = vec![
             ("features.0.0".into(), "stem".into()),
             ("features.0.1".into(), "stem_norm".into()),
@@ -152,6 +166,70 @@ impl TorchvisionWeights for ConvNext {
             }
         }
         renames
+    }
+}
+
+impl TorchvisionWeights for Vgg {
+    fn name(&self) -> &'static str {
+        "VGG"
+    }
+
+    fn head(&self) -> &'static str {
+        "fc"
+    }
+
+    /// torchvision numbers every layer of `features` in one sequence: per convolution the
+    /// convolution, its BatchNorm (`vgg16_bn` only) and the ReLU, then a max-pool after each
+    /// stage; and the classifier as linear 0, ReLU, dropout, linear 3, ReLU, dropout,
+    /// linear 6. Our CIFAR head (one linear layer on 512 features) has no torchvision
+    /// counterpart: its keys are not mapped, so a partial load leaves it initialised.
+    fn renames(&self) -> Vec<(String, String)> {
+        let mut renames = Vec::new();
+        let mut index = 0;
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (u, unit) in stage.iter().enumerate() {
+                renames.push((format!("features.{index}"), format!("stages.{s}.{u}.conv")));
+                index += 1;
+                if !matches!(unit.norm, Norm::Identity(_)) {
+                    renames.push((format!("features.{index}"), format!("stages.{s}.{u}.norm")));
+                    index += 1;
+                }
+                index += 1; // ReLU
+            }
+            index += 1; // max-pool
+        }
+        if !self.classifier.is_empty() {
+            renames.push(("classifier.3".into(), "classifier.1".into()));
+            renames.push(("classifier.6".into(), "fc".into()));
+        }
+        renames
+    }
+}
+
+/// The chosen architecture's table and names: an enum's variant adds nothing to the keys.
+impl TorchvisionWeights for ImageClassifier {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ResNet(model) => model.name(),
+            Self::Vgg(model) => model.name(),
+            Self::ConvNext(model) => model.name(),
+        }
+    }
+
+    fn head(&self) -> &'static str {
+        match self {
+            Self::ResNet(model) => model.head(),
+            Self::Vgg(model) => model.head(),
+            Self::ConvNext(model) => model.head(),
+        }
+    }
+
+    fn renames(&self) -> Vec<(String, String)> {
+        match self {
+            Self::ResNet(model) => model.renames(),
+            Self::Vgg(model) => model.renames(),
+            Self::ConvNext(model) => model.renames(),
+        }
     }
 }
 
@@ -216,11 +294,6 @@ pub enum CheckpointError {
         /// Why.
         reason: String,
     },
-    /// Loading torchvision weights into this architecture is not implemented yet.
-    Unsupported {
-        /// The architecture.
-        model: &'static str,
-    },
     /// The checkpoint could not be written.
     Unwritable {
         /// The path as given.
@@ -256,11 +329,6 @@ impl fmt::Display for CheckpointError {
                 f,
                 "cannot download {url}: {reason} (offline, download it by hand and give its \
                  path instead)"
-            ),
-            Self::Unsupported { model } => write!(
-                f,
-                "{model}: loading torchvision weights is not implemented yet (ResNet and \
-                 ConvNeXt are)"
             ),
             Self::Unwritable { path, reason } => {
                 write!(f, "{}: checkpoint not saved: {reason}", path.display())
@@ -307,14 +375,14 @@ fn load<M: TorchvisionWeights>(
     strict: bool,
 ) -> Result<(M, LoadReport), CheckpointError> {
     let tensors = read(path)?;
-    let (tensors, ours_to_theirs) = rename(tensors, &M::renames());
+    let (tensors, ours_to_theirs) = rename(tensors, &model.renames());
     let result = model.apply(tensors, None, Some(Box::new(FromTorchvision)), true);
-    let report = report::<M>(result, &ours_to_theirs);
+    let report = report(result, &ours_to_theirs, model.head());
     let fits =
         report.missing.is_empty() && report.unexpected.is_empty() && report.wrong_shape.is_empty();
     if strict && !fits {
         return Err(CheckpointError::Mismatch {
-            model: M::NAME,
+            model: model.name(),
             path: path.to_path_buf(),
             report: Box::new(report),
         });
@@ -335,7 +403,8 @@ fn save<M: TorchvisionWeights>(model: &M, path: &Path) -> Result<(), CheckpointE
     if path.exists() {
         return Err(unwritable("a file is already there".into()));
     }
-    let to_theirs = M::renames()
+    let to_theirs = model
+        .renames()
         .into_iter()
         .map(|(theirs, ours)| prefix_pattern(&ours, &theirs));
     let remapper = KeyRemapper::from_pattern_iter(to_theirs)
@@ -430,13 +499,14 @@ fn regex_escape(text: &str) -> String {
 }
 
 /// Sorts what [`ModuleSnapshot::apply`] did into a [`LoadReport`], setting aside the
-/// classifier when only its class count differs.
-fn report<M: TorchvisionWeights>(
+/// classifier (the layer `head`) when only its class count differs.
+fn report(
     result: ApplyResult,
     ours_to_theirs: &BTreeMap<String, String>,
+    head: &str,
 ) -> LoadReport {
     let theirs = |ours: &String| ours_to_theirs.get(ours).unwrap_or(ours).clone();
-    let head = [format!("{}.weight", M::HEAD), format!("{}.bias", M::HEAD)];
+    let head = [format!("{head}.weight"), format!("{head}.bias")];
     let mut head_classes = Vec::new();
     let mut wrong_shape = Vec::new();
     for error in &result.errors {

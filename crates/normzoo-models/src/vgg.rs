@@ -19,7 +19,8 @@ use crate::error::refuse_channels_last;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VggHead {
     /// torchvision's: adaptive average pooling to 7×7, then `Linear(25088, 4096)`, ReLU,
-    /// dropout, `Linear(4096, 4096)`, ReLU, dropout, `Linear(4096, num_classes)`.
+    /// dropout, `Linear(4096, 4096)`, ReLU, dropout, `Linear(4096, num_classes)` (4096 is
+    /// [`VggConfig::hidden`]).
     ImageNet,
     /// For 32×32 images (1×1 after five pools): `Linear(512, num_classes)`.
     Cifar,
@@ -41,6 +42,9 @@ pub struct VggConfig {
     /// The classifier. Default: [`VggHead::ImageNet`].
     #[config(default = "VggHead::ImageNet")]
     pub head: VggHead,
+    /// The width of the ImageNet classifier's two hidden layers. Default: 4096.
+    #[config(default = 4096)]
+    pub hidden: usize,
     /// The dropout probability of the ImageNet classifier. Default: 0.5.
     #[config(default = 0.5)]
     pub dropout: f64,
@@ -124,15 +128,23 @@ impl VggConfig {
     /// # Errors
     ///
     /// [`ModelError::UnsupportedNorm`] for `layer` and `rms`, [`ModelError::InvalidConfig`] for
-    /// zero classes or no stages, and the normalizer's own error.
+    /// zero classes, zero hidden width, no stages or an empty or zero-width stage, and the
+    /// normalizer's own error.
     pub fn init(&self, device: &Device) -> Result<Vgg, ModelError> {
-        if self.num_classes == 0 || self.stages.is_empty() || self.stages.iter().any(Vec::is_empty)
+        if self.num_classes == 0
+            || self.hidden == 0
+            || self.stages.is_empty()
+            || self
+                .stages
+                .iter()
+                .any(|stage| stage.is_empty() || stage.contains(&0))
         {
             return Err(ModelError::InvalidConfig {
                 model: MODEL,
                 message: format!(
-                    "num_classes ({}) must be positive and every stage non-empty, got stages {:?}",
-                    self.num_classes, self.stages
+                    "num_classes ({}) and hidden ({}) must be positive and every stage \
+                     non-empty with positive widths, got stages {:?}",
+                    self.num_classes, self.hidden, self.stages
                 ),
             });
         }
@@ -162,10 +174,10 @@ impl VggConfig {
             VggHead::ImageNet => (
                 Some(AdaptiveAvgPool2dConfig::new([7, 7]).init()),
                 vec![
-                    linear(channels * 49, 4096, device),
-                    linear(4096, 4096, device),
+                    linear(channels * 49, self.hidden, device),
+                    linear(self.hidden, self.hidden, device),
                 ],
-                linear(4096, self.num_classes, device),
+                linear(self.hidden, self.num_classes, device),
             ),
             VggHead::Cifar => (None, vec![], linear(channels, self.num_classes, device)),
         };

@@ -4,12 +4,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use normzoo_norm::NormConfig;
 
-use std::path::Path;
-
-use crate::{
-    CheckpointError, ConvNext, ConvNextConfig, LoadReport, ModelError, ResNet, ResNetConfig,
-    TorchvisionWeights, Vgg, VggConfig,
-};
+use crate::{ConvNext, ConvNextConfig, ModelError, ResNet, ResNetConfig, Vgg, VggConfig};
 
 /// Every architecture in the zoo, with what it is. The image classifiers among them are built
 /// by name with [`ImageClassifier::from_name`]; the others take inputs of their own (tokens,
@@ -64,6 +59,7 @@ pub const ARCHITECTURES: [(&str, &str); 13] = [
 ];
 
 /// An image classifier chosen by name: `[N, 3, H, W]` images to `[N, num_classes]` logits.
+/// Every one loads torchvision's checkpoints ([`TorchvisionWeights`](crate::TorchvisionWeights)).
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum ImageClassifier {
@@ -76,29 +72,6 @@ pub enum ImageClassifier {
 }
 
 impl ImageClassifier {
-    /// Loads what fits from the torchvision checkpoint at `path` (see
-    /// [`TorchvisionWeights::load_torchvision_partial`]), e.g. an ImageNet ResNet18 into the
-    /// CIFAR one, whose 3×3 stem and 10-class head stay initialised.
-    ///
-    /// # Errors
-    ///
-    /// [`CheckpointError`]: the file is missing or unreadable, or the model is a VGG (whose
-    /// weight names are not mapped yet).
-    pub fn load_torchvision_partial(
-        self,
-        path: impl AsRef<Path>,
-    ) -> Result<(Self, LoadReport), CheckpointError> {
-        match self {
-            Self::ResNet(model) => model
-                .load_torchvision_partial(path)
-                .map(|(model, report)| (Self::ResNet(model), report)),
-            Self::ConvNext(model) => model
-                .load_torchvision_partial(path)
-                .map(|(model, report)| (Self::ConvNext(model), report)),
-            Self::Vgg(_) => Err(CheckpointError::Unsupported { model: "VGG" }),
-        }
-    }
-
     /// The names [`from_name`](Self::from_name) accepts.
     pub const NAMES: [&'static str; 7] = [
         "resnet18",

@@ -28,7 +28,7 @@ use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
 use serde::{Deserialize, Serialize};
 
-use normzoo_models::{ImageClassifier, LoadReport};
+use normzoo_models::{ImageClassifier, LoadReport, TorchvisionWeights};
 
 use crate::TrainError;
 use crate::classifier::Classifier;
