@@ -15,10 +15,12 @@ lint:
     cargo clippy --workspace --all-targets --features ndarray,wgpu -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features ndarray,wgpu
 
-# Regenerate the PyTorch fixtures (needs `pip install torch`).
+# Regenerate the PyTorch fixtures (needs `pip install torch torchvision safetensors`).
 fixtures:
     python3 tests/fixtures/generate.py
     python3 tests/fixtures/generate_models.py
+    python3 tests/fixtures/generate_checkpoints.py
+    python3 tests/fixtures/generate_imagenet.py
 
 # Run the benchmarks.
 bench:

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use normzoo::models::download_checkpoint;
+use normzoo::models::checkpoint_path;
 use normzoo::norm::NormConfig;
 use normzoo::train::data::IMAGE_SIZE;
 use normzoo::train::progress::exit_code;
@@ -156,7 +156,11 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
         config.limit_test = args.limit_test;
     }
     if let Some(pretrained) = &args.pretrained {
-        config.pretrained = Some(checkpoint_path(pretrained)?);
+        let path = checkpoint_path(pretrained).map_err(|err| TrainError::InvalidConfig {
+            setting: "--pretrained",
+            message: err.to_string(),
+        })?;
+        config.pretrained = Some(path);
     }
     if let Some(schedule) = args.schedule {
         config.schedule = match schedule {
@@ -182,17 +186,6 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
         (None, None) => {}
     }
     Ok(config)
-}
-
-/// The checkpoint's path: `pretrained` itself, or where it downloads to when it is an address.
-fn checkpoint_path(pretrained: &str) -> Result<PathBuf, TrainError> {
-    if !(pretrained.starts_with("http://") || pretrained.starts_with("https://")) {
-        return Ok(PathBuf::from(pretrained));
-    }
-    download_checkpoint(pretrained, None).map_err(|err| TrainError::InvalidConfig {
-        setting: "--pretrained",
-        message: err.to_string(),
-    })
 }
 
 fn run(args: Args) -> Result<(), TrainError> {

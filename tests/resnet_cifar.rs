@@ -4,35 +4,22 @@
 //!
 //! `cargo test` builds the examples before it runs the tests; these run the built binary.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{assert_clear_error, run, text};
+
 use normzoo::models::{ResNetConfig, TorchvisionWeights};
-use normzoo::norm::backend::COMPILED_BACKENDS;
 use normzoo::train::metrics::{MetricRow, read_metrics_csv};
 use normzoo::train::{RunConfig, RunReport, data::CifarDataset};
 
-/// The built example, beside this test binary's directory.
+/// The built `resnet_cifar` example, on the first compiled backend.
 fn example() -> Command {
-    let test_exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = test_exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("resnet_cifar{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "{} is missing: run these tests with `cargo test`, which builds the examples",
-        binary.display()
-    );
-    let mut command = Command::new(binary);
-    // The first backend compiled in: flex when it is (ndarray is far too slow for ResNet18).
-    command.args(["--device", COMPILED_BACKENDS[0]]);
-    command
+    common::example("resnet_cifar")
 }
 
 /// A tiny synthetic run: ResNet18 at full width, a few small batches per epoch.
@@ -55,28 +42,6 @@ fn tiny_run(command: &mut Command, artifacts: &Path, limit_train: usize, epochs:
         "--artifact-dir",
         artifacts.to_str().expect("a UTF-8 temp path"),
     ]);
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("the example starts")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Asserts the example failed with `expected` in its error and no panic.
-fn assert_clear_error(output: &Output, expected: &str) {
-    let stderr = text(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "expected a failure; stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains(expected),
-        "expected `{expected}` in the error; stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "a panic: {stderr}");
 }
 
 /// The mean of `metric` in `split` for each epoch, in epoch order.

@@ -17,6 +17,26 @@ pub const RESNET18_IMAGENET: &str = "https://download.pytorch.org/models/resnet1
 pub const CONVNEXT_TINY_IMAGENET: &str =
     "https://download.pytorch.org/models/convnext_tiny-983f1562.pth";
 
+/// torchvision's ImageNet VGG16 (`VGG16_Weights.IMAGENET1K_V1`, 71.592% top-1).
+pub const VGG16_IMAGENET: &str = "https://download.pytorch.org/models/vgg16-397923af.pth";
+
+/// torchvision's ImageNet VGG16-BN (`VGG16_BN_Weights.IMAGENET1K_V1`, 73.360% top-1).
+pub const VGG16_BN_IMAGENET: &str = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth";
+
+/// The checkpoint `source` names: a path as it is, or an `http://` or `https://` address
+/// downloaded into torch's cache ([`download_checkpoint`]) and that file's path.
+///
+/// # Errors
+///
+/// [`CheckpointError::Download`] when an address cannot be fetched.
+pub fn checkpoint_path(source: &str) -> Result<PathBuf, CheckpointError> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        download_checkpoint(source, None)
+    } else {
+        Ok(PathBuf::from(source))
+    }
+}
+
 /// torch's checkpoint cache, as `torch.hub.get_dir()` finds it: `$TORCH_HOME/hub/checkpoints`,
 /// else `$XDG_CACHE_HOME/torch/hub/checkpoints`, else `~/.cache/torch/hub/checkpoints`.
 pub fn torch_cache_dir() -> Option<PathBuf> {

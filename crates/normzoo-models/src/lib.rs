@@ -64,7 +64,8 @@ pub use common::conv_bias_before;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use download::{
-    CONVNEXT_TINY_IMAGENET, RESNET18_IMAGENET, download_checkpoint, torch_cache_dir,
+    CONVNEXT_TINY_IMAGENET, RESNET18_IMAGENET, VGG16_BN_IMAGENET, VGG16_IMAGENET, checkpoint_path,
+    download_checkpoint, torch_cache_dir,
 };
 pub use error::ModelError;
 pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};

@@ -1,9 +1,11 @@
-//! Image classification data: CIFAR-10 from disk and a synthetic stand-in.
+//! Image classification data: CIFAR-10 from disk and a synthetic stand-in; ImageNet's evaluation
+//! transform and class names for pretrained models.
 
 mod batcher;
 mod cifar;
 mod download;
 mod error;
+pub mod imagenet;
 mod rng;
 mod sampled;
 mod synthetic;

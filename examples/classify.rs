@@ -1,0 +1,126 @@
+//! Classify images with torchvision's ImageNet weights in our ResNet18, VGG16, VGG16-BN or
+//! ConvNeXt-T.
+//!
+//! ```sh
+//! # torchvision's ResNet18 weights, downloaded once into torch's cache (shared with PyTorch).
+//! cargo run --release --example classify -- cat.jpg
+//! # Another model, a checkpoint already on disk, several images in one batch, on a GPU.
+//! cargo run --release --features wgpu --example classify -- --model convnext-tiny \
+//!     --weights convnext_tiny-983f1562.pth --device wgpu cat.jpg dog.png
+//! ```
+//!
+//! Each image goes through the evaluation transform of the model's torchvision weights (shorter
+//! side resized to 256, or 236 for ConvNeXt-T; centre crop 224; ImageNet's mean and standard
+//! deviation), and the most probable of ImageNet's 1000 classes are printed with their softmax
+//! probabilities.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use clap::Parser;
+use normzoo::models::{
+    CONVNEXT_TINY_IMAGENET, ImageClassifier, RESNET18_IMAGENET, TorchvisionWeights,
+    VGG16_BN_IMAGENET, VGG16_IMAGENET, checkpoint_path,
+};
+use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
+use normzoo::train::progress::exit_code;
+use normzoo::train::{TrainError, device_named};
+
+/// The models with ImageNet weights: name, torchvision's checkpoint, evaluation transform.
+const MODELS: [(&str, &str, EvalTransform); 4] = [
+    ("resnet18", RESNET18_IMAGENET, EvalTransform::RESNET),
+    ("vgg16", VGG16_IMAGENET, EvalTransform::RESNET),
+    ("vgg16-bn", VGG16_BN_IMAGENET, EvalTransform::RESNET),
+    (
+        "convnext-tiny",
+        CONVNEXT_TINY_IMAGENET,
+        EvalTransform::CONVNEXT,
+    ),
+];
+
+/// Classify images with a torchvision ImageNet checkpoint.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The images (JPEG or PNG), classified in one batch.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// The model: resnet18, vgg16, vgg16-bn or convnext-tiny.
+    #[arg(long, default_value = "resnet18")]
+    model: String,
+    /// The checkpoint (.pth or .safetensors), a path or an address [default: torchvision's
+    /// ImageNet weights for the model, downloaded into torch's cache].
+    #[arg(long)]
+    weights: Option<String>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// The backend: flex (default CPU), ndarray (CPU) or wgpu (GPU), if compiled in.
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+fn run(args: Args) -> Result<(), TrainError> {
+    let invalid =
+        |setting: &'static str, message: String| TrainError::InvalidConfig { setting, message };
+    let (_, url, transform) = MODELS
+        .iter()
+        .find(|(name, _, _)| *name == args.model)
+        .ok_or_else(|| {
+            let names: Vec<_> = MODELS.iter().map(|(name, _, _)| *name).collect();
+            invalid(
+                "--model",
+                format!(
+                    "`{}` has no ImageNet weights here; expected one of {}",
+                    args.model,
+                    names.join(", ")
+                ),
+            )
+        })?;
+    let device = device_named(&args.device)?;
+    let classes = imagenet_classes();
+    // The images first: a typo should not wait for a download.
+    let images = args
+        .images
+        .iter()
+        .map(|image| transform.open(image, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let source = args.weights.as_deref().unwrap_or(url);
+    let path = checkpoint_path(source).map_err(|err| invalid("--weights", err.to_string()))?;
+    let model = ImageClassifier::from_name(&args.model, classes.len(), None, &device)?;
+    let (model, report) = model
+        .load_torchvision(&path)
+        .map_err(|err| invalid("--weights", err.to_string()))?;
+    if let Some((checkpoint, _)) = report.head_replaced {
+        return Err(invalid(
+            "--weights",
+            format!(
+                "{}: its classifier has {checkpoint} classes, not ImageNet's {}",
+                path.display(),
+                classes.len()
+            ),
+        ));
+    }
+    eprintln!("{}: {report}", path.display());
+
+    let logits = model.valid().forward(Tensor::stack(images, 0));
+    for (image, top) in args.images.iter().zip(top_classes(logits, args.top)) {
+        println!("{} ({}):", image.display(), args.model);
+        for (rank, (class, probability)) in top.into_iter().enumerate() {
+            println!(
+                "{:>3}. {:>6.2}%  {} ({class})",
+                rank + 1,
+                100.0 * probability,
+                classes[class]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    exit_code(run(Args::parse()))
+}
