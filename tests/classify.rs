@@ -8,16 +8,11 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::{assert_clear_error, example, run, text};
+use common::{Data, assert_clear_error, example, fixture_cases, fixture_path, run, text};
 use normzoo::models::{ResNet, ResNetConfig, TorchvisionWeights};
 use normzoo::norm::backend::compiled_devices;
 use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
 use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Fixture {
-    cases: Vec<Case>,
-}
 
 #[derive(Deserialize)]
 struct Case {
@@ -26,12 +21,6 @@ struct Case {
     crop: u32,
     from_float: Data,
     from_uint8: Data,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    shape: Vec<usize>,
-    data: Vec<f32>,
 }
 
 fn fixtures() -> PathBuf {
@@ -63,12 +52,11 @@ fn worst(actual: &[f32], expected: &[f32]) -> f32 {
 /// offset on .5 (7.5 and 6.5), where torchvision rounds to even: one off and every pixel moves.
 #[test]
 fn the_transform_is_torchvisions() {
-    let text = std::fs::read_to_string(fixtures().join("preprocess.json")).unwrap();
-    let fixture: Fixture = serde_json::from_str(&text).unwrap();
-    assert_eq!(fixture.cases.len(), 2);
+    let cases: Vec<Case> = fixture_cases("imagenet/preprocess.json");
+    assert_eq!(cases.len(), 2);
     // Half a level of 255, through the smallest standard deviation.
     let half_level = 0.5 / 255.0 / 0.224 + 1e-5;
-    for case in &fixture.cases {
+    for case in &cases {
         let transform = EvalTransform::new(case.resize, case.crop).unwrap();
         for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
             let path = fixtures().join(format!("{}.png", case.name));
@@ -185,11 +173,8 @@ fn the_classify_example_refuses_what_it_cannot_classify() {
         .arg(&photo));
     assert_clear_error(&output, "`resnet50` has no ImageNet weights here");
 
-    let narrow = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/checkpoints/resnet18_width4.pth"
-    );
-    let output = run(example("classify").args(["--weights", narrow]).arg(&photo));
+    let narrow = fixture_path("checkpoints/resnet18_width4.pth");
+    let output = run(example("classify").arg("--weights").arg(narrow).arg(&photo));
     assert_clear_error(
         &output,
         "conv1.weight: model [64, 3, 7, 7], checkpoint [4, 3, 7, 7]",

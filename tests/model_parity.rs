@@ -5,19 +5,17 @@
 //! The expected values come from `tests/fixtures/generate_models.py`, which wrote
 //! `tests/fixtures/model_cases.json`.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
+use common::{Data, fixture_cases};
 use normzoo::models::{LstmConfig, NormPosition, ResNetConfig, TransformerBlockConfig};
 use normzoo::norm::backend::compiled_devices;
 use serde::Deserialize;
 use serde_json::Value;
-
-#[derive(Deserialize)]
-struct Fixture {
-    cases: Vec<Case>,
-}
 
 #[derive(Deserialize)]
 struct Case {
@@ -33,21 +31,6 @@ struct Named {
     name: String,
     shape: Vec<usize>,
     data: Vec<f32>,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-fn fixture() -> Fixture {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/model_cases.json"
-    );
-    let text = std::fs::read_to_string(path).expect("read tests/fixtures/model_cases.json");
-    serde_json::from_str(&text).expect("parse tests/fixtures/model_cases.json")
 }
 
 /// Replaces every float tensor of a module, in visiting order, with the fixture's tensors (in
@@ -101,11 +84,6 @@ fn load<M: Module>(module: M, case: &Case, device: &Device) -> M {
     module
 }
 
-fn input<const D: usize>(case: &Case, device: &Device) -> Tensor<D> {
-    let data = TensorData::new(case.input.data.clone(), case.input.shape.clone());
-    Tensor::from_data(data, device)
-}
-
 /// `|actual − expected| ≤ tol·(1 + |expected|)` element-wise.
 fn assert_close<const D: usize>(actual: Tensor<D>, case: &Case, backend: &str, tol: f32) {
     assert_eq!(
@@ -134,16 +112,21 @@ fn usize_of(case: &Case, key: &str) -> usize {
 
 #[test]
 fn architectures_match_pytorch_in_evaluation() {
-    let fixture = fixture();
-    assert_eq!(fixture.cases.len(), 4, "the fixture lost cases");
+    let cases: Vec<Case> = fixture_cases("model_cases.json");
+    assert_eq!(cases.len(), 4, "the fixture lost cases");
     for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
-        for case in &fixture.cases {
+        for case in &cases {
             match case.name.as_str() {
                 "resnet18_cifar_width4" => {
                     let config = ResNetConfig::resnet18_cifar(usize_of(case, "num_classes"))
                         .with_width(usize_of(case, "width"));
                     let model = load(config.init(&device).unwrap(), case, &device).valid();
-                    assert_close(model.forward(input(case, &device)), case, backend, 1e-5);
+                    assert_close(
+                        model.forward(case.input.tensor(&device)),
+                        case,
+                        backend,
+                        1e-5,
+                    );
                 }
                 name if name.starts_with("transformer_block") => {
                     let position = match case.config["position"].as_str().unwrap() {
@@ -158,7 +141,7 @@ fn architectures_match_pytorch_in_evaluation() {
                     .with_position(position);
                     let block = load(config.init(&device).unwrap(), case, &device).valid();
                     assert_close(
-                        block.forward(input(case, &device), None),
+                        block.forward(case.input.tensor(&device), None),
                         case,
                         backend,
                         1e-5,
@@ -170,7 +153,7 @@ fn architectures_match_pytorch_in_evaluation() {
                         usize_of(case, "d_hidden"),
                     );
                     let lstm = load(config.init(&device).unwrap(), case, &device).valid();
-                    let (output, _) = lstm.forward(input(case, &device), None);
+                    let (output, _) = lstm.forward(case.input.tensor(&device), None);
                     assert_close(output, case, backend, 1e-5);
                 }
                 other => panic!("no test for fixture case {other}"),

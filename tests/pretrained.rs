@@ -6,12 +6,15 @@
 //! `tests/fixtures/generate_checkpoints.py` wrote them and `checkpoints/checkpoints.json`
 //! (configuration, input, logits in evaluation mode).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, Tensor, TensorData};
+use common::{Data, fixture_cases, fixture_path};
 use normzoo::models::{
     CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights, Vgg,
     VggConfig,
@@ -21,36 +24,18 @@ use normzoo::norm::backend::compiled_devices;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-struct Fixture {
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
 struct Case {
     name: String,
     input: Data,
     logits: Data,
 }
 
-#[derive(Deserialize)]
-struct Data {
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
 fn checkpoints() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/checkpoints"
-    ))
+    fixture_path("checkpoints")
 }
 
 fn case(name: &str) -> Case {
-    let path = checkpoints().join("checkpoints.json");
-    let text = std::fs::read_to_string(&path).expect("read checkpoints.json");
-    let fixture: Fixture = serde_json::from_str(&text).expect("parse checkpoints.json");
-    fixture
-        .cases
+    fixture_cases::<Case>("checkpoints/checkpoints.json")
         .into_iter()
         .find(|case| case.name == name)
         .unwrap_or_else(|| panic!("checkpoints.json has no case {name}"))
@@ -73,17 +58,22 @@ fn convnext(device: &Device) -> ConvNext {
         .unwrap()
 }
 
-/// VGG16 as in the fixtures: widths 4 … 16, 32 hidden units, 10 classes; BatchNorm for
+/// VGG16's stages as in the fixtures: widths 4 … 16 instead of 64 … 512.
+fn vgg_stages() -> Vec<Vec<usize>> {
+    vec![
+        vec![4, 4],
+        vec![8, 8],
+        vec![8, 8, 8],
+        vec![16, 16, 16],
+        vec![16, 16, 16],
+    ]
+}
+
+/// VGG16 as in the fixtures: [`vgg_stages`], 32 hidden units, 10 classes; BatchNorm for
 /// VGG16-BN.
 fn vgg(norm: NormConfig, device: &Device) -> Vgg {
     VggConfig::vgg16(10)
-        .with_stages(vec![
-            vec![4, 4],
-            vec![8, 8],
-            vec![8, 8, 8],
-            vec![16, 16, 16],
-            vec![16, 16, 16],
-        ])
+        .with_stages(vgg_stages())
         .with_hidden(32)
         .with_norm(norm)
         .init(device)
@@ -104,11 +94,6 @@ fn assert_logits(actual: Tensor<2>, case: &Case, what: &str) {
             "{what}: logit {i} is {a} where PyTorch gives {e}"
         );
     }
-}
-
-fn input(case: &Case, device: &Device) -> Tensor<4> {
-    let data = TensorData::new(case.input.data.clone(), case.input.shape.clone());
-    Tensor::from_data(data, device)
 }
 
 #[test]
@@ -134,7 +119,7 @@ fn resnet18_gives_torchvisions_logits_from_either_format() {
             tracked
                 .into_data()
                 .assert_eq(&TensorData::from([7.0f32]), false);
-            let logits = model.valid().forward(input(&case, &device));
+            let logits = model.valid().forward(case.input.tensor(&device));
             assert_logits(logits, &case, &format!("[{backend}] ResNet18 .{extension}"));
         }
     }
@@ -157,7 +142,7 @@ fn convnext_gives_torchvisions_logits_from_either_format() {
                 "[{backend}] {extension}"
             );
             assert_eq!(report.head_replaced, None);
-            let logits = model.valid().forward(input(&case, &device));
+            let logits = model.valid().forward(case.input.tensor(&device));
             assert_logits(logits, &case, &format!("[{backend}] ConvNeXt .{extension}"));
         }
     }
@@ -182,7 +167,7 @@ fn vgg16_and_vgg16_bn_give_torchvisions_logits_from_either_format() {
                     tensors,
                     "[{backend}] {name}.{extension}"
                 );
-                let logits = model.valid().forward(input(&case, &device));
+                let logits = model.valid().forward(case.input.tensor(&device));
                 assert_logits(logits, &case, &format!("[{backend}] {name}.{extension}"));
             }
         }
@@ -209,13 +194,7 @@ fn vgg_checkpoints_fit_only_their_own_variant() {
     );
 
     let cifar = VggConfig::vgg16_cifar(NormConfig::batch(), 10)
-        .with_stages(vec![
-            vec![4, 4],
-            vec![8, 8],
-            vec![8, 8, 8],
-            vec![16, 16, 16],
-            vec![16, 16, 16],
-        ])
+        .with_stages(vgg_stages())
         .init(&device)
         .unwrap();
     let fresh_head = cifar.fc.weight.val().into_data();

@@ -1,9 +1,55 @@
-//! What the tests of the examples share: the built binaries, and how their output is checked.
+//! What the integration tests share: the fixtures' tensors, the built examples, and how their
+//! output is checked. Each test crate compiles this module and uses part of it.
+#![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use burn::tensor::{Device, Tensor, TensorData};
 use normzoo::norm::backend::COMPILED_BACKENDS;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The cases of the fixture JSON at `tests/fixtures/<relative>` (`{"cases": [...], ...}`).
+pub fn fixture_cases<C: DeserializeOwned>(relative: &str) -> Vec<C> {
+    #[derive(Deserialize)]
+    #[serde(bound = "C: DeserializeOwned")]
+    struct Fixture<C> {
+        cases: Vec<C>,
+    }
+    let path = fixture_path(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+    let fixture: Fixture<C> = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("cannot parse {}: {err}", path.display()));
+    fixture.cases
+}
+
+/// A tensor in a fixture's JSON: its shape and its values in row-major order.
+#[derive(Deserialize, Clone)]
+pub struct Data {
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The values.
+    pub data: Vec<f32>,
+}
+
+impl Data {
+    /// The tensor on `device`.
+    pub fn tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        Tensor::from_data(
+            TensorData::new(self.data.clone(), self.shape.clone()),
+            device,
+        )
+    }
+}
+
+/// `tests/fixtures/<relative>`.
+pub fn fixture_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
 
 /// The built example `name`, beside this test binary's directory, on the first compiled backend.
 pub fn example(name: &str) -> Command {
