@@ -514,41 +514,9 @@ fn backward_row(
             &mut sums.partial_gamma[channels.clone()],
             &mut sums.partial_beta[channels.clone()],
         );
-        let mut lanes = [(0.0f32, 0.0f32); LANES];
-        let mut add = |lane: usize, dy: f32, x: f32, gamma: f32, grads: (&mut f32, &mut f32)| {
-            let xhat = (x - mean) * rstd;
-            *grads.0 += dy * xhat;
-            *grads.1 += dy;
-            let g = dy * gamma;
-            lanes[lane].0 += g;
-            lanes[lane].1 += g * xhat;
-        };
-        let chunks = grad
-            .chunks_exact(LANES)
-            .zip(x.chunks_exact(LANES))
-            .zip(gamma.chunks_exact(LANES))
-            .zip(gamma_grad.chunks_exact_mut(LANES))
-            .zip(beta_grad.chunks_exact_mut(LANES));
-        for ((((dy, x), gamma), gamma_grad), beta_grad) in chunks {
-            for lane in 0..LANES {
-                let grads = (&mut gamma_grad[lane], &mut beta_grad[lane]);
-                add(lane, dy[lane], x[lane], gamma[lane], grads);
-            }
-        }
-        let full = grad.len() - grad.len() % LANES;
-        for i in full..grad.len() {
-            add(
-                0,
-                grad[i],
-                x[i],
-                gamma[i],
-                (&mut gamma_grad[i], &mut beta_grad[i]),
-            );
-        }
+        let sums_g = channel_row_sums(grad, x, gamma, gamma_grad, beta_grad, mean, rstd);
         sums.row_done();
-        lanes.iter().fold((0.0, 0.0), |(g, gx), lane| {
-            (g + f64::from(lane.0), gx + f64::from(lane.1))
-        })
+        sums_g
     } else {
         let runs = grad
             .chunks_exact(grouping.spatial)
@@ -590,6 +558,62 @@ fn backward_row(
             }
         }
     }
+}
+
+/// Pass 1 of [`backward_row`] for rows with one channel per value: adds `dy·x̂` and `dy` into
+/// the partial `dγ`, `dβ` and returns `(Σ g, Σ g·x̂)` with `g = dy·γ`. A function of its own so
+/// that its slices are known not to overlap, which lets the loop be vectorised.
+#[inline(never)]
+fn channel_row_sums(
+    dy: &[f32],
+    x: &[f32],
+    gamma: &[f32],
+    gamma_grad: &mut [f32],
+    beta_grad: &mut [f32],
+    mean: f32,
+    rstd: f32,
+) -> (f64, f64) {
+    let (dy_chunks, dy_rest) = dy.as_chunks::<LANES>();
+    let (x_chunks, x_rest) = x.as_chunks::<LANES>();
+    let (gamma_chunks, gamma_rest) = gamma.as_chunks::<LANES>();
+    let (gamma_grad_chunks, gamma_grad_rest) = gamma_grad.as_chunks_mut::<LANES>();
+    let (beta_grad_chunks, beta_grad_rest) = beta_grad.as_chunks_mut::<LANES>();
+    // Σ g and Σ g·x̂, lane by lane.
+    let (mut lane_g, mut lane_g_xhat) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let chunks = dy_chunks.iter().zip(x_chunks).zip(gamma_chunks).zip(
+        gamma_grad_chunks
+            .iter_mut()
+            .zip(beta_grad_chunks.iter_mut()),
+    );
+    for (((dy, x), gamma), (gamma_grad, beta_grad)) in chunks {
+        for lane in 0..LANES {
+            let xhat = (x[lane] - mean) * rstd;
+            gamma_grad[lane] += dy[lane] * xhat;
+            beta_grad[lane] += dy[lane];
+            let g = dy[lane] * gamma[lane];
+            lane_g[lane] += g;
+            lane_g_xhat[lane] += g * xhat;
+        }
+    }
+    let rest = dy_rest
+        .iter()
+        .zip(x_rest)
+        .zip(gamma_rest)
+        .zip(gamma_grad_rest.iter_mut().zip(beta_grad_rest.iter_mut()));
+    for (((&dy, &x), &gamma), (gamma_grad, beta_grad)) in rest {
+        let xhat = (x - mean) * rstd;
+        *gamma_grad += dy * xhat;
+        *beta_grad += dy;
+        let g = dy * gamma;
+        lane_g[0] += g;
+        lane_g_xhat[0] += g * xhat;
+    }
+    lane_g
+        .iter()
+        .zip(lane_g_xhat)
+        .fold((0.0, 0.0), |(g, gx), (&lane_g, lane_g_xhat)| {
+            (g + f64::from(lane_g), gx + f64::from(lane_g_xhat))
+        })
 }
 
 /// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes: the mean,
