@@ -357,8 +357,7 @@ fn forward(
     // and the row's `γ` and `β` one value per value or per run of `spatial` values (asserted
     // above).
     let (output, statistics) = unsafe { written_rows(x.len(), width, write_row) };
-    let statistics = statistics.into_iter().flatten().collect();
-    (tensor_from(output, shape), statistics)
+    (tensor_from(output, shape), statistics.into_flattened())
 }
 
 /// One thread's sums of `dγ` and `dβ`. They add up over every row, so the totals are f64; rows

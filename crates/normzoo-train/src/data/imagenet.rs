@@ -72,11 +72,6 @@ impl EvalTransform {
         Ok(Self { resize, crop })
     }
 
-    /// The side of the square it produces.
-    pub fn crop(&self) -> u32 {
-        self.crop
-    }
-
     /// The normalized `[3, crop, crop]` input of `image` (any colour type; alpha is dropped,
     /// grey is repeated in the three channels).
     pub fn apply(&self, image: &DynamicImage, device: &Device) -> Tensor<3> {
