@@ -5,7 +5,13 @@
 //! `NORMZOO_BENCH_DEVICE` names another compiled one (`NORMZOO_BENCH_DEVICE=wgpu cargo bench
 //! --features wgpu --bench norms`). Throughput is reported in bytes read + written by the
 //! forward pass. Both run on the autodiff device, so BatchNorm and InstanceNorm take their
-//! training path; each measurement waits for the device to finish.
+//! training path.
+//!
+//! Each call waits for the device to finish. `NORMZOO_BENCH_CALLS_PER_SYNC=k` instead issues `k`
+//! calls back to back and waits once, and reports the time per call: on a GPU that separates the
+//! work from the wait (`benches/pytorch_norms.py --calls-per-sync` does the same for CUDA).
+
+use std::time::{Duration, Instant};
 
 use burn::nn;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -82,6 +88,14 @@ fn bench_norms(c: &mut Criterion) {
     let device = normzoo::norm::backend::device(&name)
         .unwrap_or_else(|err| panic!("NORMZOO_BENCH_DEVICE: {err}"))
         .autodiff();
+    let calls_per_sync = match std::env::var("NORMZOO_BENCH_CALLS_PER_SYNC") {
+        Ok(calls) => calls
+            .parse::<u32>()
+            .ok()
+            .filter(|&calls| calls > 0)
+            .unwrap_or_else(|| panic!("NORMZOO_BENCH_CALLS_PER_SYNC: `{calls}` is not a count")),
+        Err(_) => 1,
+    };
     for case in cases(&device) {
         let mut group = c.benchmark_group(case.layer);
         let numel: usize = case.shape.iter().product();
@@ -90,24 +104,31 @@ fn bench_norms(c: &mut Criterion) {
         let x = Tensor::<4>::random(case.shape, Distribution::Default, &device);
         for (who, forward) in [("normzoo", &case.ours), ("burn-nn", &case.burn_nn)] {
             group.bench_function(BenchmarkId::new("forward", who), |b| {
-                b.iter(|| {
-                    let y = forward(x.clone());
-                    y.device().sync().unwrap();
-                    y
-                })
+                b.iter_custom(|iters| time_calls(iters, calls_per_sync, || forward(x.clone())))
             });
             group.bench_function(BenchmarkId::new("forward+backward", who), |b| {
-                b.iter(|| {
-                    let x = x.clone().require_grad();
-                    let grads = forward(x.clone()).sum().backward();
-                    let dx = x.grad(&grads).unwrap();
-                    dx.device().sync().unwrap();
-                    dx
+                b.iter_custom(|iters| {
+                    time_calls(iters, calls_per_sync, || {
+                        let x = x.clone().require_grad();
+                        let grads = forward(x.clone()).sum().backward();
+                        x.grad(&grads).unwrap()
+                    })
                 })
             });
         }
         group.finish();
     }
+}
+
+/// The time per call of `iters` rounds of `calls_per_sync` calls of `call` back to back, each
+/// round waiting for the device to finish its last call.
+fn time_calls(iters: u64, calls_per_sync: u32, call: impl Fn() -> Tensor<4>) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let last = (1..calls_per_sync).fold(call(), |_, _| call());
+        last.device().sync().unwrap();
+    }
+    start.elapsed() / calls_per_sync
 }
 
 criterion_group!(benches, bench_norms);

@@ -6,7 +6,9 @@ ResNet18-CIFAR training and inference images/s as `examples/throughput.rs` measu
 
 Prints a Markdown table: median milliseconds of the forward pass and of forward + backward
 (backward of the output's sum, as the Rust bench does), and the forward's bytes read + written
-per second. Inputs are uniform in [0, 1), as burn's `Distribution::Default`.
+per second. Inputs are uniform in [0, 1), as burn's `Distribution::Default`. Each call waits for
+the device; with `--calls-per-sync k`, a sample is k calls back to back and one wait, divided by
+k (as `NORMZOO_BENCH_CALLS_PER_SYNC` does for the Rust bench).
 """
 
 import argparse
@@ -31,33 +33,34 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_ms(run, device, warmup, repeats):
+def median_ms(run, device, warmup, repeats, calls_per_sync=1):
     for _ in range(warmup):
         run()
     sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
+        for _ in range(calls_per_sync):
+            run()
         sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((time.perf_counter() - start) * 1e3 / calls_per_sync)
     return statistics.median(times)
 
 
-def bench_norms(device, warmup, repeats):
+def bench_norms(device, warmup, repeats, calls_per_sync):
     print("| layer | shape | forward ms | forward GB/s | forward+backward ms |")
     print("|---|---|---|---|---|")
     for name, shape, factory in CASES:
         layer = factory().to(device).train()
         x = torch.rand(shape, device=device)
-        forward = median_ms(lambda: layer(x), device, warmup, repeats)
+        forward = median_ms(lambda: layer(x), device, warmup, repeats, calls_per_sync)
         xg = x.clone().requires_grad_(True)
 
         def forward_backward():
             xg.grad = None
             layer(xg).sum().backward()
 
-        both = median_ms(forward_backward, device, warmup, repeats)
+        both = median_ms(forward_backward, device, warmup, repeats, calls_per_sync)
         gbs = 2 * 4 * x.numel() / (forward * 1e-3) / 1e9
         dims = "×".join(map(str, shape))
         print(f"| {name} | {dims} | {forward:.3f} | {gbs:.1f} | {both:.3f} |")
@@ -101,6 +104,8 @@ def main():
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--calls-per-sync", type=int, default=1,
+                        help="normalizer calls per wait for the device")
     parser.add_argument("--resnet", action="store_true", help="also time ResNet18-CIFAR")
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--infer-batch", type=int, default=256)
@@ -110,8 +115,9 @@ def main():
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}")
-    bench_norms(device, args.warmup, args.repeats)
+    print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}"
+          + (f" samples of {args.calls_per_sync} calls" if args.calls_per_sync > 1 else ""))
+    bench_norms(device, args.warmup, args.repeats, args.calls_per_sync)
     if args.resnet:
         bench_resnet(device, args.train_batch, args.infer_batch, args.warmup, args.resnet_steps)
 
