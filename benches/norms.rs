@@ -4,8 +4,9 @@
 //! `cargo bench --bench norms` (add `-- GroupNorm` to run one layer). The backend is flex unless
 //! `NORMZOO_BENCH_DEVICE` names another compiled one (`NORMZOO_BENCH_DEVICE=wgpu cargo bench
 //! --features wgpu --bench norms`). Throughput is reported in bytes read + written by the
-//! forward pass. Both run on the autodiff device, so BatchNorm and InstanceNorm take their
-//! training path.
+//! forward pass. Forward + backward is the backward from an output gradient of ones (burn's
+//! `backward` on a tensor of any shape), dense as the next layer's would be. Both run on the
+//! autodiff device, so BatchNorm and InstanceNorm take their training path.
 //!
 //! Each call waits for the device to finish. `NORMZOO_BENCH_CALLS_PER_SYNC=k` instead issues `k`
 //! calls back to back and waits once, and reports the time per call: on a GPU that separates the
@@ -110,7 +111,7 @@ fn bench_norms(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     time_calls(iters, calls_per_sync, || {
                         let x = x.clone().require_grad();
-                        let grads = forward(x.clone()).sum().backward();
+                        let grads = forward(x.clone()).backward();
                         x.grad(&grads).unwrap()
                     })
                 })

@@ -5,7 +5,9 @@ ResNet18-CIFAR training and inference images/s as `examples/throughput.rs` measu
     python3 benches/pytorch_norms.py --device cuda --resnet
 
 Prints a Markdown table: median milliseconds of the forward pass and of forward + backward
-(backward of the output's sum, as the Rust bench does), and the forward's bytes read + written
+(backward from an output gradient of ones, allocated in the call, as burn's `backward` does in
+the Rust bench; `.sum().backward()` would hand PyTorch a broadcast scalar that it never reads
+from memory, which no layer inside a network gets), and the forward's bytes read + written
 per second. Inputs are uniform in [0, 1), as burn's `Distribution::Default`. Each call waits for
 the device; with `--calls-per-sync k`, a sample is k calls back to back and one wait, divided by
 k (as `NORMZOO_BENCH_CALLS_PER_SYNC` does for the Rust bench).
@@ -58,7 +60,8 @@ def bench_norms(device, warmup, repeats, calls_per_sync):
 
         def forward_backward():
             xg.grad = None
-            layer(xg).sum().backward()
+            y = layer(xg)
+            y.backward(torch.ones_like(y))
 
         both = median_ms(forward_backward, device, warmup, repeats, calls_per_sync)
         gbs = 2 * 4 * x.numel() / (forward * 1e-3) / 1e9
