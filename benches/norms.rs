@@ -18,7 +18,8 @@ use burn::nn;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use normzoo::norm::{
-    BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig, RmsNormConfig,
+    BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNorm2dConfig, LayerNormConfig,
+    RmsNormConfig,
 };
 
 // Large tensors make the system allocator return every buffer to the OS and fault it back
@@ -50,6 +51,10 @@ fn cases(device: &Device) -> Vec<Case> {
     let inorm_burn = nn::InstanceNormConfig::new(64).init(device);
     let rms = RmsNormConfig::new(vec![768]).init(device).unwrap();
     let rms_burn = nn::RmsNormConfig::new(768).init(device);
+    let ln2d = LayerNorm2dConfig::new(96).init(device).unwrap();
+    // burn-nn has no channels-first LayerNorm: its LayerNorm between two permutes, as timm's
+    // `LayerNorm2d` does in PyTorch.
+    let ln2d_burn = nn::LayerNormConfig::new(96).with_epsilon(1e-6).init(device);
     vec![
         Case {
             layer: "BatchNorm",
@@ -80,6 +85,16 @@ fn cases(device: &Device) -> Vec<Case> {
             shape: [32, 128, 1, 768],
             ours: Box::new(move |x| rms.forward(x)),
             burn_nn: Box::new(move |x| rms_burn.forward(x)),
+        },
+        Case {
+            layer: "LayerNorm2d",
+            shape: [16, 96, 56, 56],
+            ours: Box::new(move |x| ln2d.forward(x)),
+            burn_nn: Box::new(move |x| {
+                ln2d_burn
+                    .forward(x.permute([0, 2, 3, 1]))
+                    .permute([0, 3, 1, 2])
+            }),
         },
     ]
 }

@@ -27,7 +27,20 @@ CASES = [
     ("GroupNorm", (16, 128, 32, 32), lambda: nn.GroupNorm(32, 128)),
     ("InstanceNorm", (16, 64, 64, 64), lambda: nn.InstanceNorm2d(64, affine=True)),
     ("RmsNorm", (32, 128, 1, 768), lambda: nn.RMSNorm(768)),
+    ("LayerNorm2d", (16, 96, 56, 56), lambda: LayerNorm2d(96)),
 ]
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's channels-first LayerNorm (ConvNeXt): LayerNorm over axis 1 of [N, C, H, W]."""
+
+    def __init__(self, channels):
+        super().__init__(channels, eps=1e-6)
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
 
 
 def sync(device):

@@ -35,6 +35,8 @@ use std::mem::MaybeUninit;
 
 use crate::stats::Grouping;
 
+mod channels_first;
+
 /// Normalizes the rows of `x` (`[rows, K]`) and scales and shifts by `gamma` and `beta`
 /// (`[channels]`) on the fused kernel, or returns `None` when it does not apply (a backend
 /// other than flex, or a dtype other than f32), for the caller to compose it instead.
@@ -73,6 +75,32 @@ pub(crate) fn try_normalize_rows(
     ))
 }
 
+/// Channels-first layer normalization of `x` (`[N, C, P]`: every position normalized over its
+/// `C` channels, then scaled and shifted by `gamma` and `beta`, `[C]`) on the fused kernel, or
+/// `None` where it does not apply (as [`try_normalize_rows`]).
+pub(crate) fn try_normalize_channels(
+    x: &Tensor<3>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    eps: f64,
+) -> Option<Tensor<3>> {
+    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
+    if !kernels_apply(&x.device(), std::iter::once(x.dtype()).chain(dtypes)) {
+        return None;
+    }
+    let (device, channels) = (x.device(), x.dims()[1]);
+    let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &device));
+    let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &device));
+    Some(Tensor::from_dispatch(
+        <Dispatch as FusedNormBackend>::normalize_channels(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            eps,
+        ),
+    ))
+}
+
 /// Whether the kernels run for tensors on `device` of these dtypes: flex (with or without
 /// autodiff) and f32 only.
 fn kernels_apply(device: &Device, mut dtypes: impl Iterator<Item = DType>) -> bool {
@@ -96,6 +124,14 @@ pub(crate) trait FusedNormBackend: Backend {
         channels_per_group: usize,
         spatial: usize,
         center: bool,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+
+    /// `x̂·γ + β` for every position of `x` (`[N, C, P]`), normalized over its `C` channels.
+    fn normalize_channels(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
 
@@ -128,6 +164,15 @@ impl FusedNormBackend for Flex {
     ) -> FloatTensor<Self> {
         let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
         forward(&x, &gamma, &beta, grouping).0
+    }
+
+    fn normalize_channels(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        channels_first::forward(&x, &gamma, &beta, eps).0
     }
 
     fn channel_statistics(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -179,6 +224,40 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
                 prep.finish(saved, output)
             }
             OpsKind::UnTracked(prep) => prep.finish(forward(&x, &gamma, &beta, grouping).0),
+        }
+    }
+
+    fn normalize_channels(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let guards = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        match NormalizeChannelsBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, statistics) = channels_first::forward(&x, &gamma, &beta, eps);
+                prep.finish(
+                    ChannelsSaved {
+                        x,
+                        gamma,
+                        statistics,
+                    },
+                    output,
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(channels_first::forward(&x, &gamma, &beta, eps).0)
+            }
         }
     }
 
@@ -248,6 +327,32 @@ impl Backward<Flex, 3> for NormalizeRowsBackward {
                 &saved.statistics,
                 saved.grouping,
             )
+        });
+    }
+}
+
+/// What the channels-first backward pass needs from its forward pass: each position's `[μ, r]`.
+#[derive(Debug, Clone)]
+struct ChannelsSaved {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    statistics: Vec<f32>,
+}
+
+#[derive(Debug)]
+struct NormalizeChannelsBackward;
+
+impl Backward<Flex, 3> for NormalizeChannelsBackward {
+    type State = ChannelsSaved;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        register_grads(ops, grads, |output_grad, saved| {
+            channels_first::backward(output_grad, &saved.x, &saved.gamma, &saved.statistics)
         });
     }
 }
@@ -1019,6 +1124,52 @@ mod tests {
             let expected = run(false, inputs, grouping);
             let actual = run(true, inputs, grouping);
             assert_all_close(name, &expected, &actual);
+        }
+    }
+
+    #[test]
+    fn fused_channels_first_matches_the_composed_ops_and_their_gradients() {
+        let device = Device::flex().autodiff();
+        // [N, C, P]: pixels in several blocks and a partial one, channels in several f32
+        // partial sums and a partial one; a single pixel (ConvNeXt's pooled head); many
+        // channels.
+        for shape in [[3, 13, 70], [2, 5, 1], [2, 96, 9]] {
+            device.seed(17);
+            let normal = |shape: [usize; 3], mean, std| {
+                Tensor::<3>::random(shape, Distribution::Normal(mean, std), &device)
+            };
+            let [_, channels, _] = shape;
+            // A mean far from 0 against the spread checks the statistics do not cancel.
+            let x = normal(shape, 50.0, 2.0);
+            let gamma = normal([1, 1, channels], 1.0, 0.5).flatten::<1>(0, 2);
+            let beta = normal([1, 1, channels], 0.0, 0.5).flatten::<1>(0, 2);
+            let upstream = normal(shape, 0.0, 1.0);
+            let run = |fused: bool| {
+                let x = x.clone().require_grad();
+                let (gamma, beta) = (gamma.clone().require_grad(), beta.clone().require_grad());
+                let y = if fused {
+                    try_normalize_channels(&x, Some(gamma.clone()), Some(beta.clone()), 1e-6)
+                        .expect("the fused kernel applies to f32 on flex")
+                } else {
+                    let channels_last = x.clone().swap_dims(1, 2);
+                    crate::stats::layer_normalize(
+                        channels_last,
+                        Some(gamma.clone()),
+                        Some(beta.clone()),
+                        1e-6,
+                    )
+                    .swap_dims(1, 2)
+                };
+                let grads = y.clone().mul(upstream.clone()).sum().backward();
+                let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+                vec![
+                    read(y.flatten(0, 2)),
+                    read(x.grad(&grads).unwrap().flatten(0, 2)),
+                    read(gamma.grad(&grads).unwrap()),
+                    read(beta.grad(&grads).unwrap()),
+                ]
+            };
+            assert_all_close(&format!("LayerNorm2d {shape:?}"), &run(false), &run(true));
         }
     }
 

@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{init_affine, layer_normalize};
+use crate::stats::{fused_channels, init_affine, layer_normalize};
 
 /// Configuration of a [`LayerNorm2d`] layer. The defaults are timm's and ConvNeXt's.
 #[derive(Config, Debug, PartialEq)]
@@ -121,14 +121,15 @@ impl LayerNorm2d {
         // channels-last views that keep a size-1 axis (ConvNeXt's head normalizes pooled
         // `[N, C, 1, 1]` features), and `tests/backend_parity.rs` checks these shapes.
         let [n, c, pixels] = [dims[0], dims[1], dims[2] * dims[3]];
-        let normalize = |x: Tensor<3>| {
-            layer_normalize(
-                x,
-                self.gamma.as_ref().map(Param::val),
-                self.beta.as_ref().map(Param::val),
-                self.eps,
-            )
-        };
+        let gamma = self.gamma.as_ref().map(Param::val);
+        let beta = self.beta.as_ref().map(Param::val);
+        // On flex in f32, one kernel reads the channels where they lie (see `fused`).
+        let channels_first = input.clone().reshape([n, c, pixels]);
+        if let Some(output) = fused_channels(&channels_first, gamma.clone(), beta.clone(), self.eps)
+        {
+            return Ok(output.reshape(dims));
+        }
+        let normalize = |x: Tensor<3>| layer_normalize(x, gamma.clone(), beta.clone(), self.eps);
         let output = if pixels == 1 {
             normalize(input.reshape([n, 1, c]))
         } else {

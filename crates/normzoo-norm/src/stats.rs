@@ -117,6 +117,26 @@ pub(crate) fn fused_rows(
     }
 }
 
+/// Channels-first layer normalization of `x` (`[N, C, P]`, each position over its `C`
+/// channels) scaled and shifted by `γ` and `β` in one fused kernel, or `None` where no kernel
+/// applies (as for [`fused_rows`]).
+pub(crate) fn fused_channels(
+    x: &Tensor<3>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    eps: f64,
+) -> Option<Tensor<3>> {
+    #[cfg(feature = "flex")]
+    {
+        crate::fused::try_normalize_channels(x, gamma, beta, eps)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, gamma, beta, eps);
+        None
+    }
+}
+
 /// BatchNorm with batch statistics over `x` (`[N, C, S]`) in fused kernels: the output and each
 /// channel's batch mean and biased variance, or `None` where no kernel applies (as for
 /// [`fused_rows`]).
