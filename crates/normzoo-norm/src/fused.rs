@@ -15,7 +15,10 @@
 //! where the means run over the row (RMSNorm drops the `mean(g)` term) and `dγ`, `dβ` sum over
 //! every position of their channel. BatchNorm is the same formula with the statistics taken per
 //! channel across the batch (`[N, C, S]`, `N` runs of `S` values each): one op computes them,
-//! and a second normalizes with them, its backward pass accounting for their dependence on `x`. The kernels read f32 only; every other case, and every
+//! and a second normalizes with them, its backward pass accounting for their dependence on `x`.
+//! LayerNorm2d (channels first) is the row formula with each row's values `P` apart: its
+//! kernels, in [`channels_first`], read them in place instead of transposing. The kernels read
+//! f32 only; every other case, and every
 //! other backend, takes the composed path in [`stats`](crate::stats), which the tests compare
 //! this one against.
 
