@@ -205,29 +205,16 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
         eps: f64,
     ) -> FloatTensor<Self> {
         let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
-        let guards = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-        );
-        match NormalizeRowsBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (output, statistics) = forward(&x, &gamma, &beta, grouping);
-                let saved = Saved {
-                    x,
-                    gamma,
-                    statistics,
-                    grouping,
-                };
-                prep.finish(saved, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x, &gamma, &beta, grouping).0),
-        }
+        recorded::<C, _>(NormalizeRowsBackward, [x, gamma, beta], |x, gamma, beta| {
+            let (output, statistics) = forward(&x, &gamma, &beta, grouping);
+            let saved = Saved {
+                x,
+                gamma,
+                statistics,
+                grouping,
+            };
+            (output, saved)
+        })
     }
 
     fn normalize_channels(
@@ -236,32 +223,19 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let guards = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-        );
-        match NormalizeChannelsBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
+        recorded::<C, _>(
+            NormalizeChannelsBackward,
+            [x, gamma, beta],
+            |x, gamma, beta| {
                 let (output, statistics) = channels_first::forward(&x, &gamma, &beta, eps);
-                prep.finish(
-                    ChannelsSaved {
-                        x,
-                        gamma,
-                        statistics,
-                    },
-                    output,
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(channels_first::forward(&x, &gamma, &beta, eps).0)
-            }
-        }
+                let saved = ChannelsSaved {
+                    x,
+                    gamma,
+                    statistics,
+                };
+                (output, saved)
+            },
+        )
     }
 
     fn channel_statistics(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -275,26 +249,37 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
         statistics: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let guards = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta, statistics) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-            statistics.into_primitive(),
-        );
-        match BatchNormalizeBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
+        let statistics = statistics.into_primitive();
+        recorded::<C, _>(
+            BatchNormalizeBackward,
+            [x, gamma, beta],
+            |x, gamma, beta| {
                 let (output, channels) = batch_forward(&x, &gamma, &beta, &statistics, eps);
-                prep.finish(BatchSaved { x, gamma, channels }, output)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(batch_forward(&x, &gamma, &beta, &statistics, eps).0)
-            }
+                (output, BatchSaved { x, gamma, channels })
+            },
+        )
+    }
+}
+
+/// Runs a forward `kernel` on the values of `x`, `γ` and `β`, and when any of the three is
+/// tracked records `backward` with the state the kernel returns.
+fn recorded<C: CheckpointStrategy, B: Backward<Flex, 3>>(
+    backward: B,
+    [x, gamma, beta]: [FloatTensor<Autodiff<Flex, C>>; 3],
+    kernel: impl FnOnce(FlexTensor, FlexTensor, FlexTensor) -> (FlexTensor, B::State),
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let guards = [x.node(), gamma.node(), beta.node()];
+    let (x, gamma, beta) = (
+        x.into_primitive(),
+        gamma.into_primitive(),
+        beta.into_primitive(),
+    );
+    match backward.prepare::<C>(guards).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (output, state) = kernel(x, gamma, beta);
+            prep.finish(state, output)
         }
+        OpsKind::UnTracked(prep) => prep.finish(kernel(x, gamma, beta).0),
     }
 }
 
