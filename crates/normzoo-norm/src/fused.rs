@@ -205,7 +205,18 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
         eps: f64,
     ) -> FloatTensor<Self> {
         let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
-        recorded::<C, _>(NormalizeRowsBackward, [x, gamma, beta], |x, gamma, beta| {
+        let step = KernelBackward {
+            kernel: |grad, saved: Saved| {
+                let Saved {
+                    x,
+                    gamma,
+                    statistics,
+                    grouping,
+                } = saved;
+                backward(grad, &x, &gamma, &statistics, grouping)
+            },
+        };
+        recorded::<C, _>(step, [x, gamma, beta], |x, gamma, beta| {
             let (output, statistics) = forward(&x, &gamma, &beta, grouping);
             let saved = Saved {
                 x,
@@ -224,7 +235,11 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
         eps: f64,
     ) -> FloatTensor<Self> {
         recorded::<C, _>(
-            NormalizeChannelsBackward,
+            KernelBackward {
+                kernel: |grad, saved: ChannelsSaved| {
+                    channels_first::backward(grad, &saved.x, &saved.gamma, &saved.statistics)
+                },
+            },
             [x, gamma, beta],
             |x, gamma, beta| {
                 let (output, statistics) = channels_first::forward(&x, &gamma, &beta, eps);
@@ -251,7 +266,9 @@ impl<C: CheckpointStrategy> FusedNormBackend for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         let statistics = statistics.into_primitive();
         recorded::<C, _>(
-            BatchNormalizeBackward,
+            KernelBackward {
+                kernel: batch_backward,
+            },
             [x, gamma, beta],
             |x, gamma, beta| {
                 let (output, channels) = batch_forward(&x, &gamma, &beta, &statistics, eps);
@@ -295,30 +312,6 @@ struct Saved {
     grouping: Grouping,
 }
 
-#[derive(Debug)]
-struct NormalizeRowsBackward;
-
-impl Backward<Flex, 3> for NormalizeRowsBackward {
-    type State = Saved;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        register_grads(ops, grads, |output_grad, saved| {
-            backward(
-                output_grad,
-                &saved.x,
-                &saved.gamma,
-                &saved.statistics,
-                saved.grouping,
-            )
-        });
-    }
-}
-
 /// What the channels-first backward pass needs from its forward pass: each position's `[μ, r]`.
 #[derive(Debug, Clone)]
 struct ChannelsSaved {
@@ -327,36 +320,34 @@ struct ChannelsSaved {
     statistics: Vec<f32>,
 }
 
-#[derive(Debug)]
-struct NormalizeChannelsBackward;
+/// The backward step of a fused kernel: `kernel` computes the gradients of `x`, `γ` and `β`
+/// from the output's and the state `S` its forward pass saved.
+struct KernelBackward<S> {
+    kernel: fn(FlexTensor, S) -> (FlexTensor, FlexTensor, FlexTensor),
+}
 
-impl Backward<Flex, 3> for NormalizeChannelsBackward {
-    type State = ChannelsSaved;
+impl<S> std::fmt::Debug for KernelBackward<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelBackward")
+    }
+}
 
+impl<S: Clone + Send + std::fmt::Debug + 'static> Backward<Flex, 3> for KernelBackward<S> {
+    type State = S;
+
+    /// Runs the kernel and registers the gradients it returns for the tracked parents.
     fn backward(
         self,
         ops: Ops<Self::State, 3>,
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        register_grads(ops, grads, |output_grad, saved| {
-            channels_first::backward(output_grad, &saved.x, &saved.gamma, &saved.statistics)
-        });
-    }
-}
-
-/// Runs a backward `kernel` on the output gradient and the saved state, and registers the
-/// gradients it returns for `x`, `γ` and `β` (those of them that are tracked).
-fn register_grads<S>(
-    ops: Ops<S, 3>,
-    grads: &mut Gradients,
-    kernel: impl FnOnce(FlexTensor, S) -> (FlexTensor, FlexTensor, FlexTensor),
-) {
-    let output_grad = grads.consume::<Flex>(&ops.node);
-    let (x_grad, gamma_grad, beta_grad) = kernel(output_grad, ops.state);
-    for (parent, grad) in ops.parents.into_iter().zip([x_grad, gamma_grad, beta_grad]) {
-        if let Some(parent) = parent {
-            grads.register::<Flex>(parent.id, grad);
+        let output_grad = grads.consume::<Flex>(&ops.node);
+        let (x_grad, gamma_grad, beta_grad) = (self.kernel)(output_grad, ops.state);
+        for (parent, grad) in ops.parents.into_iter().zip([x_grad, gamma_grad, beta_grad]) {
+            if let Some(parent) = parent {
+                grads.register::<Flex>(parent.id, grad);
+            }
         }
     }
 }
@@ -851,22 +842,6 @@ struct BatchSaved {
     x: FlexTensor,
     gamma: FlexTensor,
     channels: ChannelScale,
-}
-
-#[derive(Debug)]
-struct BatchNormalizeBackward;
-
-impl Backward<Flex, 3> for BatchNormalizeBackward {
-    type State = BatchSaved;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        register_grads(ops, grads, batch_backward);
-    }
 }
 
 /// BatchNorm's forward kernel: `x·(r·γ) + (β − μ·r·γ)` per channel, and the scale it used.
