@@ -49,14 +49,7 @@ pub(crate) fn try_normalize_rows(
     beta: Option<Tensor<1>>,
     grouping: Grouping,
 ) -> Option<Tensor<2>> {
-    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
-    if !kernels_apply(&x.device(), std::iter::once(x.dtype()).chain(dtypes)) {
-        return None;
-    }
-    let device = x.device();
-    let channels = grouping.channels();
-    let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &device));
-    let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &device));
+    let (gamma, beta) = kernel_affine(x, gamma, beta, grouping.channels())?;
     let Grouping {
         groups,
         channels_per_group,
@@ -87,13 +80,7 @@ pub(crate) fn try_normalize_channels(
     beta: Option<Tensor<1>>,
     eps: f64,
 ) -> Option<Tensor<3>> {
-    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
-    if !kernels_apply(&x.device(), std::iter::once(x.dtype()).chain(dtypes)) {
-        return None;
-    }
-    let (device, channels) = (x.device(), x.dims()[1]);
-    let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &device));
-    let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &device));
+    let (gamma, beta) = kernel_affine(x, gamma, beta, x.dims()[1])?;
     Some(Tensor::from_dispatch(
         <Dispatch as FusedNormBackend>::normalize_channels(
             x.clone().into_dispatch(),
@@ -101,6 +88,25 @@ pub(crate) fn try_normalize_channels(
             beta.into_dispatch(),
             eps,
         ),
+    ))
+}
+
+/// `γ` and `β` for a kernel on `x` (the constants 1 and 0 over `channels` where absent), or
+/// `None` where the kernels do not apply to `x` and them.
+fn kernel_affine<const D: usize>(
+    x: &Tensor<D>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    channels: usize,
+) -> Option<(Tensor<1>, Tensor<1>)> {
+    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
+    if !kernels_apply(&x.device(), std::iter::once(x.dtype()).chain(dtypes)) {
+        return None;
+    }
+    let device = x.device();
+    Some((
+        gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
+        beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
     ))
 }
 
