@@ -22,12 +22,13 @@ use normzoo::train::translation::{Critics, CycleGan, CycleGanTraining};
 /// Largest accepted `|flex − wgpu| / (1 + |flex|)` for one layer, and for a whole network.
 const LAYER_TOLERANCE: f32 = 1e-5;
 const NETWORK_TOLERANCE: f32 = 1e-4;
-/// The same for losses after several Adam steps. Adam moves every weight by about `lr` whatever
-/// its gradient's size, so weights whose gradient is rounding noise (the biases before a
-/// normalizer, which it cancels) move either way, and the runs drift apart by about 1e-4 in
-/// three steps, more in some runs than in others (1.14e-4 once). The bugs this guards against
-/// made the losses differ by 25% and more.
-const TRAINING_TOLERANCE: f32 = 1e-3;
+/// The same for losses after Adam steps. Adam moves every weight by about `lr` whatever its
+/// gradient's size, so weights whose gradient is rounding noise move either way, and the two
+/// runs drift apart. wgpu's own losses also vary between runs of the same binary (CycleGAN's
+/// third critic loss 0.653476 to 0.653725 in three runs on Mesa's lavapipe), and one CI run
+/// saw a difference of 1.35e-3. The bugs this guards against made the losses differ by 25%
+/// and more; the losses before the first update are held to `NETWORK_TOLERANCE`.
+const TRAINING_TOLERANCE: f32 = 1e-2;
 
 /// The CPU and the GPU device, on autodiff.
 fn devices() -> [Device; 2] {
@@ -459,17 +460,31 @@ fn cyclegan_training_steps_agree() {
         test_images: 2,
         ..Default::default()
     };
-    let losses = [&flex, &wgpu].map(|device| {
+    let reports = [&flex, &wgpu].map(|device| {
         let gan = gan.clone().map(&mut CopyTo(device.clone()));
         let critics = critics.clone().map(&mut CopyTo(device.clone()));
-        let (_, report) = training.run(gan, critics, device, |_, _, _| {});
-        let losses = [report.generator_losses, report.critic_losses].concat();
-        TensorData::new(losses, [2 * training.steps])
+        training.run(gan, critics, device, |_, _, _| {}).1
+    });
+    let [first_step, every_step] = [1, training.steps].map(|steps| {
+        reports.each_ref().map(|report| {
+            let losses = [
+                &report.generator_losses[..steps],
+                &report.critic_losses[..steps],
+            ]
+            .concat();
+            TensorData::new(losses, [2 * steps])
+        })
     });
     assert_close(
+        "CycleGAN generator and critic losses before any update",
+        &first_step[0],
+        &first_step[1],
+        NETWORK_TOLERANCE,
+    );
+    assert_close(
         "CycleGAN generator and critic losses at each step",
-        &losses[0],
-        &losses[1],
+        &every_step[0],
+        &every_step[1],
         TRAINING_TOLERANCE,
     );
 }
