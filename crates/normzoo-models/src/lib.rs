@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod common;
+mod conv;
 mod convnext;
 mod cyclegan;
 mod download;
@@ -61,6 +62,7 @@ mod vgg;
 mod zoo;
 
 pub use common::conv_bias_before;
+pub use conv::conv2d;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use download::{

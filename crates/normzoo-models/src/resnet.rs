@@ -12,6 +12,7 @@ use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 
 /// The first layers of a [`ResNet`].
@@ -225,7 +226,7 @@ impl ResNet {
     /// When the images do not have 3 channels, or a normalizer refuses its input (BatchNorm
     /// training on one value per channel, InstanceNorm on a 1×1 feature map).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
         let x = match &self.maxpool {
             Some(pool) => pool.forward(x),
             None => x,
@@ -250,11 +251,11 @@ impl BasicBlock {
     /// - output: `[N, C_out, H / stride, W / stride]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(down) => down.bn.forward(down.conv.forward(input.clone())),
+            Some(down) => down.bn.forward(conv2d(&down.conv, input.clone())),
             None => input.clone(),
         };
-        let x = relu(self.bn1.forward(self.conv1.forward(input)));
-        let x = self.bn2.forward(self.conv2.forward(x));
+        let x = relu(self.bn1.forward(conv2d(&self.conv1, input)));
+        let x = self.bn2.forward(conv2d(&self.conv2, x));
         relu(x.add(shortcut))
     }
 }
