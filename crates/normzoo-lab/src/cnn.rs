@@ -8,7 +8,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
-use normzoo_models::conv_bias_before;
+use normzoo_models::{conv_bias_before, conv2d};
 use normzoo_norm::{Norm, NormConfig, StatsMode};
 use normzoo_train::data::{ImageBatcher, SyntheticCifar};
 
@@ -102,7 +102,7 @@ impl SmallCnn {
     pub fn forward_traced(&self, images: Tensor<4>) -> (Tensor<2>, Vec<Tensor<4>>) {
         let mut activations = Vec::with_capacity(self.blocks.len());
         let x = self.blocks.iter().fold(images, |x, block| {
-            let y = relu(block.norm.forward(block.conv.forward(x)));
+            let y = relu(block.norm.forward(conv2d(&block.conv, x)));
             activations.push(y.clone());
             y
         });

@@ -1,48 +1,42 @@
-//! 2-D convolution with a faster backward pass on flex.
+//! 2-D convolution on flex by im2col and large matrix products, forward and backward.
 //!
 //! [`conv2d`] computes what burn's [`Conv2d::forward`] computes. On flex with f32 tensors and
-//! one group, its backward pass is ours: burn derives a convolution's weight gradient as
-//! another convolution, with the batch as channels and the output gradient as a `Ho×Wo`
-//! kernel, which turns into one skinny matrix product per input channel, each re-reading the
-//! whole output gradient (ResNet18-CIFAR's weight gradients took 1.1 s of a 2.2 s training
-//! step, under a third of the speed of its forward convolutions). Here both gradients are the
-//! textbook im2col products, over chunks of images:
+//! one group, the op and its backward pass are ours. burn derives a convolution's weight
+//! gradient as another convolution, with the batch as channels and the output gradient as a
+//! `Ho×Wo` kernel: one skinny matrix product per input channel, each re-reading the whole
+//! output gradient. ResNet18-CIFAR's weight gradients took 1.1 s of a 2.2 s training step on
+//! flex, at under a third of the speed of its forward convolutions. Here all three products are
+//! the textbook im2col ones, over chunks of images:
 //!
 //! ```text
 //! col[(c, i, j), (b, p)] = x[b, c, p·s − pad + (i, j)·d]         (0 outside the image)
-//! dW += dY[o, (b, p)] · colᵀ          dcol = Wᵀ · dY,   dx[b, c, p·s − pad + (i, j)·d] += dcol
+//! y = W · col        dW += dY · colᵀ        dcol = Wᵀ · dY,   dx[b, c, p·s − pad + (i, j)·d] += dcol
 //! ```
 //!
-//! where `(b, p)` runs over the chunk's images and their output positions, so each matrix
-//! product is large enough for gemm's kernels (`dY` is repacked per chunk as `[Co, b·p]`).
-//! The forward pass, grouped convolutions, other dtypes and other backends are burn's.
+//! where `(b, p)` runs over a chunk's images and their output positions (`y` and `dY` as
+//! `[Co, b·p]`), so that each product is large enough for gemm's kernels. Each thread takes one
+//! contiguous run of the batch, with its own buffers and its own part of `dW`: a weight
+//! gradient is a small output over a long sum, which gemm's own threading splits poorly.
+//! Grouped convolutions, `Same` padding, other dtypes and other backends use burn's
+//! convolution.
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-/// `conv.forward(input)`, with the backward pass described in the [module docs](self) where it
-/// applies (flex, f32, one group) and burn's everywhere else.
+/// `conv.forward(input)`, computed as the [module docs](self) describe where that applies
+/// (flex, f32, one group) and by burn everywhere else. The models of this crate call it for
+/// each of their convolutions; it serves any [`Conv2d`].
 ///
 /// # Panics
 ///
-/// As [`Conv2d::forward`]: on an input whose channels do not match the weight's.
+/// As [`Conv2d::forward`]: on an input whose channels do not match the weight's, and on a
+/// kernel that spans more than the padded input.
 pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if let Some(output) = flex::try_conv2d(conv, &input) {
         return output;
     }
     conv.forward(input)
-}
-
-/// The padding `[top, left, bottom, right]` of `conv`, where it does not depend on the input
-/// (`Same` does: burn computes it at each call).
-fn explicit_padding(conv: &Conv2d) -> Option<[usize; 4]> {
-    match conv.padding {
-        PaddingConfig2d::Valid => Some([0; 4]),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([top, left, bottom, right]),
-        PaddingConfig2d::Same => None,
-    }
 }
 
 #[cfg(feature = "flex")]
@@ -52,16 +46,24 @@ mod flex {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::flex::FlexTensor;
-    use burn::backend::ops::{ConvOptions, ModuleOps};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{
         Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
     };
+    use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2d;
     use burn::tensor::{DType, Tensor, TensorData};
     use rayon::prelude::*;
 
-    use super::explicit_padding;
+    /// The padding `[top, left, bottom, right]` of `conv`, where it does not depend on the
+    /// input (`Same` does: burn computes it at each call).
+    fn explicit_padding(conv: &Conv2d) -> Option<[usize; 4]> {
+        match conv.padding {
+            PaddingConfig2d::Valid => Some([0; 4]),
+            PaddingConfig2d::Explicit(top, left, bottom, right) => Some([top, left, bottom, right]),
+            PaddingConfig2d::Same => None,
+        }
+    }
 
     /// `conv2d` on the extension op, or `None` where it does not apply.
     pub(super) fn try_conv2d(conv: &Conv2d, input: &Tensor<4>) -> Option<Tensor<4>> {
@@ -79,7 +81,7 @@ mod flex {
             return None;
         }
         let padding = explicit_padding(conv)?;
-        let output = Tensor::from_dispatch(<Dispatch as ConvBackend>::conv2d_im2col_backward(
+        let output = Tensor::from_dispatch(<Dispatch as ConvBackend>::conv2d_im2col(
             input.clone().into_dispatch(),
             weight.into_dispatch(),
             conv.stride,
@@ -97,7 +99,7 @@ mod flex {
     pub(crate) trait ConvBackend: Backend {
         /// `x` (`[N, Ci, H, W]`) convolved with `weight` (`[Co, Ci, Kh, Kw]`), no bias, one
         /// group, `padding` as `[top, left, bottom, right]`.
-        fn conv2d_im2col_backward(
+        fn conv2d_im2col(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             stride: [usize; 2],
@@ -106,19 +108,118 @@ mod flex {
         ) -> FloatTensor<Self>;
     }
 
-    fn forward(x: FlexTensor, weight: FlexTensor, geometry: &Geometry) -> FlexTensor {
-        let [top, left, bottom, right] = geometry.padding;
-        let options = ConvOptions::new_with_padding(
-            geometry.stride,
-            [(top, bottom), (left, right)],
-            geometry.dilation,
-            1,
-        );
-        <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options)
+    /// The convolution: per thread, a run of images; per chunk of them, `out = W · col`.
+    fn forward(x: &FlexTensor, weight: &FlexTensor, geometry: &Geometry) -> FlexTensor {
+        let x = x.to_contiguous();
+        let x = x.as_slice::<f32>().expect("an f32 input");
+        let weight = weight.to_contiguous();
+        let weight = weight.as_slice::<f32>().expect("an f32 weight");
+        let g = geometry;
+        let positions = g.output_positions();
+        let rows = g.col_rows();
+        let (runs, parallelism) = thread_runs(g.batch);
+        let mut output = vec![0.0f32; g.batch * g.channels_out * positions];
+        let output_runs = split_runs(&mut output, &runs, g.channels_out * positions);
+        runs.into_par_iter()
+            .zip(output_runs)
+            .for_each(|(run, output)| {
+                let mut col = Vec::new();
+                let mut out = Vec::new();
+                for images in chunks(run.clone(), positions) {
+                    let columns = images.len() * positions;
+                    col.resize(rows * columns, 0.0);
+                    out.resize(g.channels_out * columns, 0.0);
+                    im2col(x, g, images.clone(), &mut col);
+                    // out[Co, columns] = W[Co, rows] · col.
+                    // SAFETY: the pointers and strides describe the buffers' row-major layouts.
+                    unsafe {
+                        gemm::gemm(
+                            g.channels_out,
+                            columns,
+                            rows,
+                            out.as_mut_ptr(),
+                            1,
+                            columns as isize,
+                            false,
+                            weight.as_ptr(),
+                            1,
+                            rows as isize,
+                            col.as_ptr(),
+                            1,
+                            columns as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            parallelism,
+                        );
+                    }
+                    // `[Co, (b, p)]` to the output's `[b, Co, p]`.
+                    let first = (images.start - run.start) * g.channels_out * positions;
+                    let images_out = &mut output[first..][..g.channels_out * columns];
+                    for (image, image_out) in images_out
+                        .chunks_exact_mut(g.channels_out * positions)
+                        .enumerate()
+                    {
+                        for (channel, plane) in image_out.chunks_exact_mut(positions).enumerate() {
+                            plane.copy_from_slice(
+                                &out[channel * columns + image * positions..][..positions],
+                            );
+                        }
+                    }
+                }
+            });
+        FlexTensor::from_data(TensorData::new(
+            output,
+            vec![g.batch, g.channels_out, g.output[0], g.output[1]],
+        ))
+    }
+
+    /// The batch split into one contiguous run of images per thread, and the threading gemm
+    /// should use inside each run: none, unless the batch is smaller than the thread pool.
+    fn thread_runs(batch: usize) -> (Vec<std::ops::Range<usize>>, gemm::Parallelism) {
+        let available = rayon::current_num_threads();
+        let threads = available.clamp(1, batch.max(1));
+        let runs = (0..threads)
+            .map(|t| t * batch / threads..(t + 1) * batch / threads)
+            .collect();
+        let parallelism = match threads < available {
+            true => gemm::Parallelism::Rayon(0),
+            false => gemm::Parallelism::None,
+        };
+        (runs, parallelism)
+    }
+
+    /// `values` (`image_len` values per image) cut at the runs' boundaries.
+    fn split_runs<'a>(
+        mut values: &'a mut [f32],
+        runs: &[std::ops::Range<usize>],
+        image_len: usize,
+    ) -> Vec<&'a mut [f32]> {
+        runs.iter()
+            .map(|run| {
+                let (head, tail) = std::mem::take(&mut values).split_at_mut(run.len() * image_len);
+                values = tail;
+                head
+            })
+            .collect()
+    }
+
+    /// The chunks of a run whose column buffer is built at once, about [`CHUNK_COLUMNS`]
+    /// columns each.
+    fn chunks(
+        run: std::ops::Range<usize>,
+        positions: usize,
+    ) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let images_per_chunk = CHUNK_COLUMNS.div_ceil(positions).max(1);
+        run.clone()
+            .step_by(images_per_chunk)
+            .map(move |first| first..(first + images_per_chunk).min(run.end))
     }
 
     impl ConvBackend for Flex {
-        fn conv2d_im2col_backward(
+        fn conv2d_im2col(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             stride: [usize; 2],
@@ -126,12 +227,12 @@ mod flex {
             dilation: [usize; 2],
         ) -> FloatTensor<Self> {
             let geometry = Geometry::new(&x, &weight, stride, padding, dilation);
-            forward(x, weight, &geometry)
+            forward(&x, &weight, &geometry)
         }
     }
 
     impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
-        fn conv2d_im2col_backward(
+        fn conv2d_im2col(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             stride: [usize; 2],
@@ -143,10 +244,10 @@ mod flex {
             let geometry = Geometry::new(&x, &weight, stride, padding, dilation);
             match ConvBackward.prepare::<C>(guards).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
-                    let output = forward(x.clone(), weight.clone(), &geometry);
+                    let output = forward(&x, &weight, &geometry);
                     prep.finish((x, weight, geometry), output)
                 }
-                OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, &geometry)),
+                OpsKind::UnTracked(prep) => prep.finish(forward(&x, &weight, &geometry)),
             }
         }
     }
@@ -290,33 +391,18 @@ mod flex {
 
         let g = geometry;
         let image_len = g.channels_in * g.input[0] * g.input[1];
-        let threads = rayon::current_num_threads().clamp(1, g.batch);
-        // Fewer runs than threads (a small batch): gemm threads each product instead.
-        let parallelism = match threads < rayon::current_num_threads() {
-            true => gemm::Parallelism::Rayon(0),
-            false => gemm::Parallelism::None,
-        };
-        let runs: Vec<_> = (0..threads)
-            .map(|t| t * g.batch / threads..(t + 1) * g.batch / threads)
-            .collect();
+        let (runs, parallelism) = thread_runs(g.batch);
         let mut x_grad = need_x.then(|| vec![0.0f32; g.batch * image_len]);
-        let mut x_grad_runs: Vec<Option<&mut [f32]>> = match &mut x_grad {
-            Some(values) => {
-                let mut rest = values.as_mut_slice();
-                runs.iter()
-                    .map(|run| {
-                        let (head, tail) =
-                            std::mem::take(&mut rest).split_at_mut(run.len() * image_len);
-                        rest = tail;
-                        Some(head)
-                    })
-                    .collect()
-            }
+        let x_grad_runs: Vec<Option<&mut [f32]>> = match &mut x_grad {
+            Some(values) => split_runs(values, &runs, image_len)
+                .into_iter()
+                .map(Some)
+                .collect(),
             None => runs.iter().map(|_| None).collect(),
         };
         let weight_grads: Vec<Option<Vec<f32>>> = runs
             .into_par_iter()
-            .zip(x_grad_runs.par_iter_mut())
+            .zip(x_grad_runs)
             .map(|(run, x_grad)| {
                 backward_run(
                     output_grad,
@@ -324,7 +410,7 @@ mod flex {
                     weight,
                     g,
                     run,
-                    x_grad.as_deref_mut(),
+                    x_grad,
                     need_weight,
                     parallelism,
                 )
@@ -367,12 +453,10 @@ mod flex {
         let positions = g.output_positions();
         let rows = g.col_rows();
         let image_len = g.channels_in * g.input[0] * g.input[1];
-        let images_per_chunk = CHUNK_COLUMNS.div_ceil(positions).clamp(1, run.len().max(1));
         let mut weight_grad = need_weight.then(|| vec![0.0f32; g.channels_out * rows]);
         let mut col = Vec::new();
         let mut packed_grad = Vec::new();
-        for first in run.clone().step_by(images_per_chunk) {
-            let images = first..(first + images_per_chunk).min(run.end);
+        for images in chunks(run.clone(), positions) {
             let columns = images.len() * positions;
             pack_output_grad(output_grad, g, images.clone(), &mut packed_grad);
             col.resize(rows * columns, 0.0);
@@ -388,7 +472,7 @@ mod flex {
                         weight_grad.as_mut_ptr(),
                         1,
                         rows as isize,
-                        first > run.start,
+                        images.start > run.start,
                         packed_grad.as_ptr(),
                         1,
                         columns as isize,
@@ -549,7 +633,7 @@ mod flex {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;

@@ -10,6 +10,7 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::{normal_002, zeroed};
+use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
@@ -261,11 +262,11 @@ impl ConvNext {
     /// When the images do not have 3 channels or are too small, or a normalizer refuses its
     /// input (BatchNorm training on one value per channel).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = self.stem_norm.forward(self.stem.forward(images));
+        let mut x = self.stem_norm.forward(conv2d(&self.stem, images));
         for (stage, blocks) in self.stages.iter().enumerate() {
             if stage > 0 {
                 let down = &self.downsample[stage - 1];
-                x = down.conv.forward(down.norm.forward(x));
+                x = conv2d(&down.conv, down.norm.forward(x));
             }
             x = blocks.iter().fold(x, |x, block| block.forward(x));
         }

@@ -12,6 +12,7 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::{conv_bias_before, conv_normal_002 as conv, normal_002, zeroed};
+use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`ResnetGenerator`]. The defaults are the reference's `resnet_9blocks`.
@@ -171,16 +172,16 @@ impl ResnetGenerator {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
         let mut x = relu(
             self.stem_norm
-                .forward(self.stem.forward(reflect(images, 3))),
+                .forward(conv2d(&self.stem, reflect(images, 3))),
         );
         for (conv, norm) in self.down.iter().zip(&self.down_norm) {
-            x = relu(norm.forward(conv.forward(x)));
+            x = relu(norm.forward(conv2d(conv, x)));
         }
         x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         for (conv, norm) in self.up.iter().zip(&self.up_norm) {
             x = relu(norm.forward(conv.forward(x)));
         }
-        self.head.forward(reflect(x, 3)).tanh()
+        conv2d(&self.head, reflect(x, 3)).tanh()
     }
 }
 
@@ -189,10 +190,10 @@ impl ResnetBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let x = relu(
             self.norm1
-                .forward(self.conv1.forward(reflect(input.clone(), 1))),
+                .forward(conv2d(&self.conv1, reflect(input.clone(), 1))),
         );
         let x = self.dropout.forward(x);
-        let x = self.norm2.forward(self.conv2.forward(reflect(x, 1)));
+        let x = self.norm2.forward(conv2d(&self.conv2, reflect(x, 1)));
         input.add(x)
     }
 }

@@ -10,6 +10,7 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::{conv_bias_before, conv_normal_002};
+use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 
 const MODEL: &str = "PatchDiscriminator";
@@ -102,11 +103,11 @@ impl PatchDiscriminator {
     /// - `images`: `[N, input_nc, H, W]`
     /// - output: `[N, 1, H', W']`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = leaky_relu(self.stem.forward(images), 0.2);
+        let mut x = leaky_relu(conv2d(&self.stem, images), 0.2);
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
-            x = leaky_relu(norm.forward(conv.forward(x)), 0.2);
+            x = leaky_relu(norm.forward(conv2d(conv, x)), 0.2);
         }
-        head_with_contiguous_gradient(&self.head).forward(x)
+        conv2d(&head_with_contiguous_gradient(&self.head), x)
     }
 }
 

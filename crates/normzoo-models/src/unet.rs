@@ -12,6 +12,7 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::conv_bias_before;
+use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 
 /// Configuration of a [`UNet`].
@@ -97,8 +98,8 @@ impl DoubleConv {
 
     /// `[N, C_in, H, W]` → `[N, C_out, H, W]`.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.norm1.forward(self.conv1.forward(input)));
-        relu(self.norm2.forward(self.conv2.forward(x)))
+        let x = relu(self.norm1.forward(conv2d(&self.conv1, input)));
+        relu(self.norm2.forward(conv2d(&self.conv2, x)))
     }
 }
 
@@ -183,7 +184,7 @@ impl UNet {
         {
             x = decode.forward(Tensor::cat(vec![skip, up.forward(x)], 1));
         }
-        self.head.forward(x)
+        conv2d(&self.head, x)
     }
 }
 

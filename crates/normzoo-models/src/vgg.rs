@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
 use crate::common::zeroed;
+use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 
 /// The classifier of a [`Vgg`].
@@ -208,7 +209,7 @@ impl Vgg {
         let x = self.stages.iter().fold(images, |x, stage| {
             let x = stage
                 .iter()
-                .fold(x, |x, unit| relu(unit.norm.forward(unit.conv.forward(x))));
+                .fold(x, |x, unit| relu(unit.norm.forward(conv2d(&unit.conv, x))));
             self.pool.forward(x)
         });
         let x = match &self.avgpool {
