@@ -1,7 +1,9 @@
-"""PyTorch's side of BENCHMARKS.md: the normalizers of `benches/norms.rs` at the same shapes, and
-ResNet18-CIFAR training and inference images/s as `examples/throughput.rs` measures them.
+"""PyTorch's side of BENCHMARKS.md: the normalizers of `benches/norms.rs` at the same shapes,
+ResNet18-CIFAR's convolutions of `benches/conv.rs` (with `--conv`), and ResNet18-CIFAR training
+and inference images/s as `examples/throughput.rs` measures them (with `--resnet`).
 
     python3 benches/pytorch_norms.py --threads 2            # CPU, as on our 2-core machine
+    python3 benches/pytorch_norms.py --threads 2 --conv --resnet
     python3 benches/pytorch_norms.py --device cuda --resnet
 
 Prints a Markdown table: median milliseconds of the forward pass and of forward + backward
@@ -82,6 +84,38 @@ def bench_norms(device, warmup, repeats, calls_per_sync):
         print(f"| {name} | {dims} | {forward:.3f} | {gbs:.1f} | {both:.3f} |")
 
 
+# (name, input channels, output channels, size, kernel, stride): the shapes of benches/conv.rs,
+# at batch 64.
+CONV_SHAPES = [
+    ("stage1 3x3 64->64 32x32", 64, 64, 32, 3, 1),
+    ("stage2 3x3 stride 2 64->128 32x32", 64, 128, 32, 3, 2),
+    ("stage2 1x1 stride 2 64->128 32x32", 64, 128, 32, 1, 2),
+    ("stage4 3x3 512->512 4x4", 512, 512, 4, 3, 1),
+]
+
+
+def bench_conv(device, warmup, repeats):
+    """Forward, and forward + backward from a dense random output gradient through
+    `(y * g).sum()`, as benches/conv.rs does; the input's and the weight's gradients."""
+    print("| convolution, batch 64 | forward ms | forward+backward ms |")
+    print("|---|---|---|")
+    for name, c_in, c_out, size, kernel, stride in CONV_SHAPES:
+        conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False).to(device)
+        x = torch.rand(64, c_in, size, size, device=device)
+        with torch.no_grad():
+            g = torch.rand_like(conv(x))
+        forward = median_ms(lambda: conv(x), device, warmup, repeats)
+        xg = x.clone().requires_grad_(True)
+
+        def forward_backward():
+            xg.grad = None
+            conv.weight.grad = None
+            (conv(xg) * g).sum().backward()
+
+        both = median_ms(forward_backward, device, warmup, repeats)
+        print(f"| {name} | {forward:.2f} | {both:.2f} |")
+
+
 def resnet18_cifar():
     import torchvision
 
@@ -122,6 +156,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--calls-per-sync", type=int, default=1,
                         help="normalizer calls per wait for the device")
+    parser.add_argument("--conv", action="store_true", help="also time ResNet18-CIFAR's convolutions")
     parser.add_argument("--resnet", action="store_true", help="also time ResNet18-CIFAR")
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--infer-batch", type=int, default=256)
@@ -134,6 +169,8 @@ def main():
     print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}"
           + (f" samples of {args.calls_per_sync} calls" if args.calls_per_sync > 1 else ""))
     bench_norms(device, args.warmup, args.repeats, args.calls_per_sync)
+    if args.conv:
+        bench_conv(device, args.warmup, min(args.repeats, 10))
     if args.resnet:
         bench_resnet(device, args.train_batch, args.infer_batch, args.warmup, args.resnet_steps)
 
