@@ -19,6 +19,9 @@ use normzoo::models::conv2d;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// A convolution's forward pass: ours or burn's.
+type Forward = fn(&Conv2d, Tensor<4>) -> Tensor<4>;
+
 /// One of ResNet18-CIFAR's convolutions.
 struct Shape {
     name: &'static str,
@@ -86,11 +89,8 @@ fn bench_conv(c: &mut Criterion) {
         let mut group = c.benchmark_group(shape.name);
         group.throughput(Throughput::Elements(multiply_adds as u64));
         group.sample_size(10);
-        let ours = |conv: &Conv2d, x: Tensor<4>| conv2d(conv, x);
-        let burns = |conv: &Conv2d, x: Tensor<4>| conv.forward(x);
-        let impls: [(&str, &dyn Fn(&Conv2d, Tensor<4>) -> Tensor<4>); 2] =
-            [("normzoo", &ours), ("burn", &burns)];
-        for (who, forward) in impls {
+        let burns: Forward = |conv, x| conv.forward(x);
+        for (who, forward) in [("normzoo", conv2d as Forward), ("burn", burns)] {
             group.bench_function(BenchmarkId::new("forward", who), |b| {
                 b.iter_custom(|iters| time_calls(iters, || forward(&conv, x.clone())))
             });
