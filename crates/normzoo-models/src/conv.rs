@@ -145,54 +145,88 @@ mod flex {
         runs.into_par_iter()
             .zip(output_runs)
             .for_each(|(run, output)| {
-                let mut col = Vec::new();
-                let mut out = Vec::new();
-                for images in chunks(run.clone(), positions) {
-                    let columns = images.len() * positions;
-                    col.resize(rows * columns, 0.0);
-                    out.resize(g.channels_out * columns, 0.0);
-                    im2col(x, g, images.clone(), &mut col);
-                    // out[Co, columns] = W[Co, rows] · col.
-                    // SAFETY: the pointers and strides describe the buffers' row-major layouts.
-                    unsafe {
-                        gemm::gemm(
-                            g.channels_out,
-                            columns,
-                            rows,
-                            out.as_mut_ptr(),
-                            1,
-                            columns as isize,
-                            false,
-                            weight.as_ptr(),
-                            1,
-                            rows as isize,
-                            col.as_ptr(),
-                            1,
-                            columns as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
-                    // `[Co, (b, p)]` to the output's `[b, Co, p]`.
-                    let first = (images.start - run.start) * g.channels_out * positions;
-                    let images_out = &mut output[first..][..g.channels_out * columns];
-                    for (image, image_out) in images_out
-                        .chunks_exact_mut(g.channels_out * positions)
-                        .enumerate()
-                    {
-                        for (channel, plane) in image_out.chunks_exact_mut(positions).enumerate() {
-                            plane.copy_from_slice(
-                                &out[channel * columns + image * positions..][..positions],
+                with_scratch(|Scratch { col, packed: out }| {
+                    for images in chunks(run.clone(), positions) {
+                        let columns = images.len() * positions;
+                        let col = sized(col, rows * columns);
+                        let out = sized(out, g.channels_out * columns);
+                        im2col(x, g, images.clone(), col);
+                        // out[Co, columns] = W[Co, rows] · col.
+                        // SAFETY: the pointers and strides describe the buffers' row-major layouts.
+                        unsafe {
+                            gemm::gemm(
+                                g.channels_out,
+                                columns,
+                                rows,
+                                out.as_mut_ptr(),
+                                1,
+                                columns as isize,
+                                false,
+                                weight.as_ptr(),
+                                1,
+                                rows as isize,
+                                col.as_ptr(),
+                                1,
+                                columns as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                parallelism,
                             );
                         }
+                        // `[Co, (b, p)]` to the output's `[b, Co, p]`.
+                        let first = (images.start - run.start) * g.channels_out * positions;
+                        let images_out = &mut output[first..][..g.channels_out * columns];
+                        for (image, image_out) in images_out
+                            .chunks_exact_mut(g.channels_out * positions)
+                            .enumerate()
+                        {
+                            for (channel, plane) in
+                                image_out.chunks_exact_mut(positions).enumerate()
+                            {
+                                plane.copy_from_slice(
+                                    &out[channel * columns + image * positions..][..positions],
+                                );
+                            }
+                        }
                     }
-                }
+                })
             });
         output
+    }
+
+    /// A thread's buffers for column matrices and repacked operands.
+    #[derive(Default)]
+    struct Scratch {
+        col: Vec<f32>,
+        packed: Vec<f32>,
+    }
+
+    thread_local! {
+        /// Each thread's [`Scratch`], kept from one convolution to the next (at most a few
+        /// tens of MB per thread: the largest column buffer of a chunk). Allocating them afresh
+        /// for every call cost a zero-fill and page faults over every buffer, every time.
+        static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+    }
+
+    /// Runs `work` with this thread's [`Scratch`]. Re-entrant: while a thread waits inside
+    /// `work`, rayon may run another run's work on it, which then starts from empty buffers.
+    fn with_scratch<R>(work: impl FnOnce(&mut Scratch) -> R) -> R {
+        let mut scratch = SCRATCH.take();
+        let result = work(&mut scratch);
+        SCRATCH.set(scratch);
+        result
+    }
+
+    /// The first `len` values of `buffer`, grown if it is shorter. Whatever it held before
+    /// is left there: every user overwrites all `len` values.
+    fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        &mut buffer[..len]
     }
 
     /// The batch split into one contiguous run of images per thread, and the threading gemm
@@ -543,84 +577,85 @@ mod flex {
         let rows = g.col_rows();
         let image_len = g.channels_in * g.input[0] * g.input[1];
         let mut weight_grad = need_weight.then(|| vec![0.0f32; rows * g.channels_out]);
-        let mut col = Vec::new();
-        let mut packed_grad = Vec::new();
-        for images in chunks(run.clone(), positions) {
-            let columns = images.len() * positions;
-            col.resize(rows * columns, 0.0);
-            if let Some(weight_grad) = &mut weight_grad {
-                pack_output_grad(
-                    output_grad,
-                    g,
-                    images.clone(),
-                    Packing::PositionMajor,
-                    &mut packed_grad,
-                );
-                im2col(x, g, images.clone(), &mut col);
-                // dWᵀ[rows, Co] (+)= col[rows, columns] · dYᵀ[columns, Co].
-                // SAFETY: the pointers and strides describe the buffers' row-major layouts.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        g.channels_out,
-                        columns,
-                        weight_grad.as_mut_ptr(),
-                        1,
-                        g.channels_out as isize,
-                        images.start > run.start,
-                        col.as_ptr(),
-                        1,
-                        columns as isize,
-                        packed_grad.as_ptr(),
-                        1,
-                        g.channels_out as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism,
+        with_scratch(|Scratch { col, packed }| {
+            for images in chunks(run.clone(), positions) {
+                let columns = images.len() * positions;
+                let col = sized(col, rows * columns);
+                let packed = sized(packed, g.channels_out * columns);
+                if let Some(weight_grad) = &mut weight_grad {
+                    pack_output_grad(
+                        output_grad,
+                        g,
+                        images.clone(),
+                        Packing::PositionMajor,
+                        packed,
                     );
+                    im2col(x, g, images.clone(), col);
+                    // dWᵀ[rows, Co] (+)= col[rows, columns] · dYᵀ[columns, Co].
+                    // SAFETY: the pointers and strides describe the buffers' row-major layouts.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            g.channels_out,
+                            columns,
+                            weight_grad.as_mut_ptr(),
+                            1,
+                            g.channels_out as isize,
+                            images.start > run.start,
+                            col.as_ptr(),
+                            1,
+                            columns as isize,
+                            packed.as_ptr(),
+                            1,
+                            g.channels_out as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            parallelism,
+                        );
+                    }
+                }
+                if let Some(x_grad) = &mut x_grad {
+                    pack_output_grad(
+                        output_grad,
+                        g,
+                        images.clone(),
+                        Packing::ChannelMajor,
+                        packed,
+                    );
+                    // dcol[rows, columns] = Wᵀ · dY.
+                    // SAFETY: as above; `col` holds `rows · columns` values.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            columns,
+                            g.channels_out,
+                            col.as_mut_ptr(),
+                            1,
+                            columns as isize,
+                            false,
+                            weight.as_ptr(),
+                            rows as isize,
+                            1,
+                            packed.as_ptr(),
+                            1,
+                            columns as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            parallelism,
+                        );
+                    }
+                    let local = (images.start - run.start) * image_len
+                        ..(images.end - run.start) * image_len;
+                    col2im(col, g, &mut x_grad[local]);
                 }
             }
-            if let Some(x_grad) = &mut x_grad {
-                pack_output_grad(
-                    output_grad,
-                    g,
-                    images.clone(),
-                    Packing::ChannelMajor,
-                    &mut packed_grad,
-                );
-                // dcol[rows, columns] = Wᵀ · dY.
-                // SAFETY: as above; `col` holds `rows · columns` values.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        columns,
-                        g.channels_out,
-                        col.as_mut_ptr(),
-                        1,
-                        columns as isize,
-                        false,
-                        weight.as_ptr(),
-                        rows as isize,
-                        1,
-                        packed_grad.as_ptr(),
-                        1,
-                        columns as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism,
-                    );
-                }
-                let local =
-                    (images.start - run.start) * image_len..(images.end - run.start) * image_len;
-                col2im(&col, g, &mut x_grad[local]);
-            }
-        }
+        });
         weight_grad
     }
 
@@ -633,18 +668,18 @@ mod flex {
         PositionMajor,
     }
 
-    /// The output gradient of `images` laid out as `packing` says, into `packed`.
+    /// The output gradient of `images` laid out as `packing` says, into `packed` (its
+    /// `Co · images · positions` values).
     fn pack_output_grad(
         output_grad: &[f32],
         g: &Geometry,
         images: std::ops::Range<usize>,
         packing: Packing,
-        packed: &mut Vec<f32>,
+        packed: &mut [f32],
     ) {
         let positions = g.output_positions();
         let columns = images.len() * positions;
         let channels = g.channels_out;
-        packed.resize(channels * columns, 0.0);
         let source = &output_grad[images.start * channels * positions..][..channels * columns];
         match packing {
             Packing::ChannelMajor => {
