@@ -140,8 +140,14 @@ mod flex {
         let positions = g.output_positions();
         let rows = g.col_rows();
         let (runs, parallelism) = thread_runs(g.batch);
-        let mut output = vec![0.0f32; g.batch * g.channels_out * positions];
-        let output_runs = split_runs(&mut output, &runs, g.channels_out * positions);
+        // Written in full below: no zero-fill first.
+        let len = g.batch * g.channels_out * positions;
+        let mut output = Vec::with_capacity(len);
+        let output_runs = split_runs(
+            &mut output.spare_capacity_mut()[..len],
+            &runs,
+            g.channels_out * positions,
+        );
         runs.into_par_iter()
             .zip(output_runs)
             .for_each(|(run, output)| {
@@ -186,14 +192,24 @@ mod flex {
                             for (channel, plane) in
                                 image_out.chunks_exact_mut(positions).enumerate()
                             {
-                                plane.copy_from_slice(
-                                    &out[channel * columns + image * positions..][..positions],
-                                );
+                                let values = &out[channel * columns + image * positions..];
+                                // SAFETY: `values` holds at least `positions` values, `plane`
+                                // is `positions` long, and they are different buffers.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        values.as_ptr(),
+                                        plane.as_mut_ptr().cast::<f32>(),
+                                        positions,
+                                    );
+                                }
                             }
                         }
                     }
                 })
             });
+        // SAFETY: every value was written: the runs cover the batch, the chunks cover each
+        // run, and each chunk writes every channel plane of each of its images.
+        unsafe { output.set_len(len) };
         output
     }
 
@@ -245,11 +261,11 @@ mod flex {
     }
 
     /// `values` (`image_len` values per image) cut at the runs' boundaries.
-    fn split_runs<'a>(
-        mut values: &'a mut [f32],
+    fn split_runs<'a, T>(
+        mut values: &'a mut [T],
         runs: &[std::ops::Range<usize>],
         image_len: usize,
-    ) -> Vec<&'a mut [f32]> {
+    ) -> Vec<&'a mut [T]> {
         runs.iter()
             .map(|run| {
                 let (head, tail) = std::mem::take(&mut values).split_at_mut(run.len() * image_len);
