@@ -1,34 +1,34 @@
-//! 2-D convolution on flex by im2col and large matrix products, forward and backward.
-//!
-//! [`conv2d`] computes what burn's [`Conv2d::forward`] computes. On flex with f32 tensors and
-//! one group, the op and its backward pass are ours. burn derives a convolution's weight
-//! gradient as another convolution, with the batch as channels and the output gradient as a
-//! `Ho×Wo` kernel: one skinny matrix product per input channel, each re-reading the whole
-//! output gradient. ResNet18-CIFAR's weight gradients took 1.1 s of a 2.2 s training step on
-//! flex, at under a third of the speed of its forward convolutions. Here all three products are
-//! the textbook im2col ones, over chunks of images:
-//!
-//! ```text
-//! col[(c, i, j), (b, p)] = x[b, c, p·s − pad + (i, j)·d]         (0 outside the image)
-//! y = W · col         dWᵀ += col · dYᵀ
-//! dx = dY convolved with W flipped in space, its channel axes swapped     (stride 1)
-//! dx[b, c, p·s − pad + (i, j)·d] += (Wᵀ · dY)[(c, i, j), (b, p)]          (otherwise)
-//! ```
-//!
-//! where `(b, p)` runs over a chunk's images and their output positions, so that each product
-//! is large enough for gemm's kernels, and each operand is laid out the way gemm packs it
-//! (`dY` as `[(b, p), Co]` for the weight gradient: twice as fast as `dY · colᵀ`). Each thread
-//! takes one contiguous run of the batch, with its own buffers and its own part of `dW`: a
-//! weight gradient is a small output over a long sum, which gemm's own threading splits
-//! poorly. Grouped convolutions, `Same` padding, other dtypes and other backends use burn's
-//! convolution.
+//! 2-D convolution on flex by im2col and large matrix products: see [`conv2d`].
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-/// `conv.forward(input)`, computed as the [module docs](self) describe where that applies
-/// (flex, f32, one group) and by burn everywhere else. The models of this crate call it for
-/// each of their convolutions; it serves any [`Conv2d`].
+/// `conv.forward(input)`, computed on flex by im2col and large matrix products, forward and
+/// backward; the same as `Conv2d::forward` elsewhere.
+///
+/// On flex with f32 tensors and one group, the op and its backward pass are ours, and the
+/// models of this crate run every such convolution through it (2–7× faster than burn's own on
+/// ResNet18-CIFAR's shapes, forward + backward; it serves any [`Conv2d`]). burn derives a convolution's weight
+/// gradient as another convolution, with the batch as channels and the output gradient as a
+/// `Ho×Wo` kernel: one skinny matrix product per input channel, each re-reading the whole
+/// output gradient. ResNet18-CIFAR's weight gradients took 1.1 s of a 2.2 s training step on
+/// flex, at under a third of the speed of its forward convolutions. Here all three products are
+/// the textbook im2col ones, over chunks of images:
+///
+/// ```text
+/// col[(c, i, j), (b, p)] = x[b, c, p·s − pad + (i, j)·d]         (0 outside the image)
+/// y = W · col         dWᵀ += col · dYᵀ
+/// dx = dY convolved with W flipped in space, its channel axes swapped     (stride 1)
+/// dx[b, c, p·s − pad + (i, j)·d] += (Wᵀ · dY)[(c, i, j), (b, p)]          (otherwise)
+/// ```
+///
+/// where `(b, p)` runs over a chunk's images and their output positions, so that each product
+/// is large enough for gemm's kernels, and each operand is laid out the way gemm packs it
+/// (`dY` as `[(b, p), Co]` for the weight gradient: twice as fast as `dY · colᵀ`). Each thread
+/// takes one contiguous run of the batch, with its own buffers and its own part of `dW`: a
+/// weight gradient is a small output over a long sum, which gemm's own threading splits
+/// poorly. Grouped convolutions, `Same` padding, other dtypes and other backends use burn's
+/// convolution.
 ///
 /// # Panics
 ///
