@@ -114,24 +114,20 @@ mod flex {
     /// The convolution of flex tensors.
     fn forward(x: &FlexTensor, weight: &FlexTensor, geometry: &Geometry) -> FlexTensor {
         let g = geometry;
-        let output = convolve(&values(x), &values(weight), g);
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let output = convolve(values(&x), values(&weight), g);
         FlexTensor::from_data(TensorData::new(
             output,
             vec![g.batch, g.channels_out, g.output[0], g.output[1]],
         ))
     }
 
-    /// The values of a flex tensor in row-major order, copied only when it is not contiguous.
-    fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match tensor.as_slice::<f32>() {
-            Some(values) => values.into(),
-            None => tensor
-                .to_contiguous()
-                .as_slice::<f32>()
-                .expect("an f32 tensor")
-                .to_vec()
-                .into(),
-        }
+    /// The values of a contiguous f32 flex tensor (`to_contiguous` copies only a tensor that is
+    /// not).
+    fn values(contiguous: &FlexTensor) -> &[f32] {
+        contiguous
+            .as_slice::<f32>()
+            .expect("a contiguous f32 tensor")
     }
 
     /// `x` convolved with `weight` as `g` describes: per thread, a run of images; per chunk of
@@ -476,16 +472,19 @@ mod flex {
         need_x: bool,
         need_weight: bool,
     ) -> (Option<FlexTensor>, Option<FlexTensor>) {
-        let output_grad = values(output_grad);
-        let x = values(x);
-        let weight = values(weight);
+        let (output_grad, x, weight) = (
+            output_grad.to_contiguous(),
+            x.to_contiguous(),
+            weight.to_contiguous(),
+        );
+        let (output_grad, x, weight) = (values(&output_grad), values(&x), values(&weight));
         let g = geometry;
         let image_len = g.channels_in * g.input[0] * g.input[1];
 
         let (runs, parallelism) = thread_runs(g.batch);
         let x_grad_convolved = match (need_x, g.transposed()) {
             (true, Some(transposed)) => {
-                Some(convolve(&output_grad, &flipped(&weight, g), &transposed))
+                Some(convolve(output_grad, &flipped(weight, g), &transposed))
             }
             _ => None,
         };
@@ -493,16 +492,16 @@ mod flex {
             (need_x && x_grad_convolved.is_none()).then(|| vec![0.0f32; g.batch * image_len]);
         let scatter = x_grad_scattered.is_some();
         let x_grad_runs: Vec<Option<&mut [f32]>> = match &mut x_grad_scattered {
-            Some(values) => split_runs(values, &runs, image_len)
+            Some(buffer) => split_runs(buffer, &runs, image_len)
                 .into_iter()
                 .map(Some)
                 .collect(),
             None => runs.iter().map(|_| None).collect(),
         };
         let inputs = RunInputs {
-            output_grad: &output_grad,
-            x: &x,
-            weight: &weight,
+            output_grad,
+            x,
+            weight,
         };
         let weight_grad_parts: Vec<Vec<f32>> = match need_weight || scatter {
             true => runs
