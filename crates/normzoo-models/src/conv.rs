@@ -8,12 +8,12 @@ use burn::tensor::Tensor;
 ///
 /// On flex with f32 tensors and one group, the op and its backward pass are ours, and the
 /// models of this crate run every such convolution through it (2–7× faster than burn's own on
-/// ResNet18-CIFAR's shapes, forward + backward; it serves any [`Conv2d`]). burn derives a convolution's weight
-/// gradient as another convolution, with the batch as channels and the output gradient as a
-/// `Ho×Wo` kernel: one skinny matrix product per input channel, each re-reading the whole
-/// output gradient. ResNet18-CIFAR's weight gradients took 1.1 s of a 2.2 s training step on
-/// flex, at under a third of the speed of its forward convolutions. Here all three products are
-/// the textbook im2col ones, over chunks of images:
+/// ResNet18-CIFAR's shapes, forward + backward; it serves any [`Conv2d`]). burn derives a
+/// convolution's weight gradient as another convolution, with the batch as channels and the
+/// output gradient as a `Ho×Wo` kernel: one skinny matrix product per input channel, each
+/// re-reading the whole output gradient. ResNet18-CIFAR's weight gradients took 1.1 s of a
+/// 2.2 s training step on flex, at under a third of the speed of its forward convolutions.
+/// Here all three products are the textbook im2col ones, over chunks of images:
 ///
 /// ```text
 /// col[(c, i, j), (b, p)] = x[b, c, p·s − pad + (i, j)·d]         (0 outside the image)
@@ -56,6 +56,7 @@ mod flex {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2d;
     use burn::tensor::{DType, Tensor, TensorData};
+    use normzoo_norm::backend::flex_values;
     use rayon::prelude::*;
 
     /// The padding `[top, left, bottom, right]` of `conv`, where it does not depend on the
@@ -114,20 +115,11 @@ mod flex {
     /// The convolution of flex tensors.
     fn forward(x: &FlexTensor, weight: &FlexTensor, geometry: &Geometry) -> FlexTensor {
         let g = geometry;
-        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let output = convolve(values(&x), values(&weight), g);
+        let output = convolve(&flex_values(x), &flex_values(weight), g);
         FlexTensor::from_data(TensorData::new(
             output,
             vec![g.batch, g.channels_out, g.output[0], g.output[1]],
         ))
-    }
-
-    /// The values of a contiguous f32 flex tensor (`to_contiguous` copies only a tensor that is
-    /// not).
-    fn values(contiguous: &FlexTensor) -> &[f32] {
-        contiguous
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor")
     }
 
     /// `x` convolved with `weight` as `g` describes: per thread, a run of images; per chunk of
@@ -153,31 +145,15 @@ mod flex {
                         let col = sized(col, rows * columns);
                         let out = sized(out, g.channels_out * columns);
                         im2col(x, g, images.clone(), col);
-                        // out[Co, columns] = W[Co, rows] · col.
-                        // SAFETY: the pointers and strides describe the buffers' row-major layouts.
-                        unsafe {
-                            gemm::gemm(
-                                g.channels_out,
-                                columns,
-                                rows,
-                                out.as_mut_ptr(),
-                                1,
-                                columns as isize,
-                                false,
-                                weight.as_ptr(),
-                                1,
-                                rows as isize,
-                                col.as_ptr(),
-                                1,
-                                columns as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                parallelism,
-                            );
-                        }
+                        // out[Co, columns] = W[Co, rows] · col[rows, columns].
+                        matmul(
+                            [g.channels_out, columns, rows],
+                            (out, RowMajor(columns)),
+                            false,
+                            (weight, RowMajor(rows)),
+                            (col, RowMajor(columns)),
+                            parallelism,
+                        );
                         // `[Co, (b, p)]` to the output's `[b, Co, p]`.
                         let first = (images.start - run.start) * g.channels_out * positions;
                         let images_out = &mut output[first..][..g.channels_out * columns];
@@ -207,6 +183,86 @@ mod flex {
         // run, and each chunk writes every channel plane of each of its images.
         unsafe { output.set_len(len) };
         output
+    }
+
+    /// How a matrix lies in its buffer.
+    #[derive(Clone, Copy)]
+    enum Layout {
+        /// Rows `stride` values apart, each contiguous.
+        RowMajor(usize),
+        /// Columns `stride` values apart, each contiguous.
+        ColumnMajor(usize),
+    }
+
+    use Layout::{ColumnMajor, RowMajor};
+
+    impl Layout {
+        /// gemm's (column stride, row stride).
+        fn strides(self) -> (isize, isize) {
+            match self {
+                RowMajor(stride) => (1, stride as isize),
+                ColumnMajor(stride) => (stride as isize, 1),
+            }
+        }
+
+        /// How many values of its buffer a `rows × cols` matrix laid out this way reaches.
+        fn span(self, rows: usize, cols: usize) -> usize {
+            if rows == 0 || cols == 0 {
+                return 0;
+            }
+            match self {
+                RowMajor(stride) => (rows - 1) * stride + cols,
+                ColumnMajor(stride) => (cols - 1) * stride + rows,
+            }
+        }
+    }
+
+    /// `dst = lhs · rhs` (`m × k` times `k × n`), or `dst += lhs · rhs` when `accumulate`,
+    /// each matrix given with its layout in its buffer.
+    fn matmul(
+        [m, n, k]: [usize; 3],
+        (dst, dst_layout): (&mut [f32], Layout),
+        accumulate: bool,
+        (lhs, lhs_layout): (&[f32], Layout),
+        (rhs, rhs_layout): (&[f32], Layout),
+        parallelism: gemm::Parallelism,
+    ) {
+        assert!(
+            dst_layout.span(m, n) <= dst.len()
+                && lhs_layout.span(m, k) <= lhs.len()
+                && rhs_layout.span(k, n) <= rhs.len(),
+            "matmul: a matrix larger than its buffer"
+        );
+        let ((dst_cs, dst_rs), (lhs_cs, lhs_rs), (rhs_cs, rhs_rs)) = (
+            dst_layout.strides(),
+            lhs_layout.strides(),
+            rhs_layout.strides(),
+        );
+        // SAFETY: every matrix lies inside its buffer (asserted above), and `dst` is borrowed
+        // mutably, so it overlaps neither operand.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                dst_cs,
+                dst_rs,
+                accumulate,
+                lhs.as_ptr(),
+                lhs_cs,
+                lhs_rs,
+                rhs.as_ptr(),
+                rhs_cs,
+                rhs_rs,
+                if accumulate { 1.0 } else { 0.0 },
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
     }
 
     /// A thread's buffers for column matrices and repacked operands.
@@ -340,8 +396,8 @@ mod flex {
             padding: [usize; 4],
             dilation: [usize; 2],
         ) -> Self {
-            let [batch, channels_in, height, width] = dims(x);
-            let [channels_out, _, kernel_h, kernel_w] = dims(weight);
+            let [batch, channels_in, height, width] = x.shape().dims::<4>();
+            let [channels_out, _, kernel_h, kernel_w] = weight.shape().dims::<4>();
             let output = |axis: usize, size: usize, kernel: usize| {
                 let padded = size + padding[axis] + padding[axis + 2];
                 let span = dilation[axis] * (kernel - 1) + 1;
@@ -389,11 +445,17 @@ mod flex {
             })
         }
 
+        /// Values per input image.
+        fn image_len(&self) -> usize {
+            self.channels_in * self.input[0] * self.input[1]
+        }
+
         /// Rows of a column buffer: one per input channel and kernel position.
         fn col_rows(&self) -> usize {
             self.channels_in * self.kernel[0] * self.kernel[1]
         }
 
+        /// Positions per output channel.
         fn output_positions(&self) -> usize {
             self.output[0] * self.output[1]
         }
@@ -412,10 +474,6 @@ mod flex {
             let end = first(size).clamp(start, outputs);
             (start as usize..end as usize, offset)
         }
-    }
-
-    fn dims(tensor: &FlexTensor) -> [usize; 4] {
-        tensor.shape().dims::<4>()
     }
 
     /// The backward step: the gradients its tracked parents need, from the saved input and
@@ -473,13 +531,13 @@ mod flex {
         need_weight: bool,
     ) -> (Option<FlexTensor>, Option<FlexTensor>) {
         let (output_grad, x, weight) = (
-            output_grad.to_contiguous(),
-            x.to_contiguous(),
-            weight.to_contiguous(),
+            flex_values(output_grad),
+            flex_values(x),
+            flex_values(weight),
         );
-        let (output_grad, x, weight) = (values(&output_grad), values(&x), values(&weight));
+        let (output_grad, x, weight) = (&*output_grad, &*x, &*weight);
         let g = geometry;
-        let image_len = g.channels_in * g.input[0] * g.input[1];
+        let image_len = g.image_len();
 
         let (runs, parallelism) = thread_runs(g.batch);
         let x_grad_convolved = match (need_x, g.transposed()) {
@@ -513,15 +571,8 @@ mod flex {
                 .collect(),
             false => Vec::new(),
         };
-        let weight_grad = weight_grad_parts
-            .into_iter()
-            .reduce(|mut sum, part| {
-                sum.iter_mut()
-                    .zip(&part)
-                    .for_each(|(sum, value)| *sum += value);
-                sum
-            })
-            .map(|transposed| transpose(&transposed, g.col_rows(), g.channels_out));
+        let weight_grad = (!weight_grad_parts.is_empty())
+            .then(|| sum_transposed(&weight_grad_parts, g.col_rows(), g.channels_out));
         let x_grad = x_grad_convolved.or(x_grad_scattered);
         let tensor = |values: Vec<f32>, shape: [usize; 4]| {
             FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
@@ -551,14 +602,14 @@ mod flex {
         out
     }
 
-    /// `values` (`[rows, cols]`, row-major) transposed.
-    fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; values.len()];
+    /// The sum of `parts` (each `[rows, cols]`, row-major), transposed.
+    fn sum_transposed(parts: &[Vec<f32>], rows: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; rows * cols];
         out.par_chunks_exact_mut(rows)
             .enumerate()
             .for_each(|(col, out_row)| {
                 for (row, value) in out_row.iter_mut().enumerate() {
-                    *value = values[row * cols + col];
+                    *value = parts.iter().map(|part| part[row * cols + col]).sum();
                 }
             });
         out
@@ -590,7 +641,7 @@ mod flex {
         } = inputs;
         let positions = g.output_positions();
         let rows = g.col_rows();
-        let image_len = g.channels_in * g.input[0] * g.input[1];
+        let image_len = g.image_len();
         let mut weight_grad = need_weight.then(|| vec![0.0f32; rows * g.channels_out]);
         with_scratch(|Scratch { col, packed }| {
             for images in chunks(run.clone(), positions) {
@@ -607,30 +658,14 @@ mod flex {
                     );
                     im2col(x, g, images.clone(), col);
                     // dWᵀ[rows, Co] (+)= col[rows, columns] · dYᵀ[columns, Co].
-                    // SAFETY: the pointers and strides describe the buffers' row-major layouts.
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            g.channels_out,
-                            columns,
-                            weight_grad.as_mut_ptr(),
-                            1,
-                            g.channels_out as isize,
-                            images.start > run.start,
-                            col.as_ptr(),
-                            1,
-                            columns as isize,
-                            packed.as_ptr(),
-                            1,
-                            g.channels_out as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
+                    matmul(
+                        [rows, g.channels_out, columns],
+                        (weight_grad, RowMajor(g.channels_out)),
+                        images.start > run.start,
+                        (col, RowMajor(columns)),
+                        (packed, RowMajor(g.channels_out)),
+                        parallelism,
+                    );
                 }
                 if let Some(x_grad) = &mut x_grad {
                     pack_output_grad(
@@ -640,31 +675,15 @@ mod flex {
                         Packing::ChannelMajor,
                         packed,
                     );
-                    // dcol[rows, columns] = Wᵀ · dY.
-                    // SAFETY: as above; `col` holds `rows · columns` values.
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            columns,
-                            g.channels_out,
-                            col.as_mut_ptr(),
-                            1,
-                            columns as isize,
-                            false,
-                            weight.as_ptr(),
-                            rows as isize,
-                            1,
-                            packed.as_ptr(),
-                            1,
-                            columns as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
+                    // dcol[rows, columns] = Wᵀ[rows, Co] · dY[Co, columns].
+                    matmul(
+                        [rows, columns, g.channels_out],
+                        (col, RowMajor(columns)),
+                        false,
+                        (weight, ColumnMajor(rows)),
+                        (packed, RowMajor(columns)),
+                        parallelism,
+                    );
                     let local = (images.start - run.start) * image_len
                         ..(images.end - run.start) * image_len;
                     col2im(col, g, &mut x_grad[local]);

@@ -36,6 +36,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use crate::backend::flex_values as values;
 use crate::stats::Grouping;
 
 mod channels_first;
@@ -355,19 +356,6 @@ impl<S: Clone + Send + std::fmt::Debug + 'static> Backward<Flex, 3> for KernelBa
                 grads.register::<Flex>(parent.id, grad);
             }
         }
-    }
-}
-
-/// The values of a flex tensor in row-major order, copied only when it is not contiguous.
-fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match tensor.as_slice::<f32>() {
-        Some(values) => values.into(),
-        None => tensor
-            .to_contiguous()
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor")
-            .to_vec()
-            .into(),
     }
 }
 
