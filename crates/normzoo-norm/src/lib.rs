@@ -48,8 +48,12 @@ mod batch;
 mod error;
 #[cfg(feature = "flex")]
 mod fused;
+#[cfg(feature = "wgpu")]
+mod gpu;
 mod group;
 mod instance;
+#[cfg(all(test, any(feature = "flex", feature = "wgpu")))]
+mod kernel_tests;
 mod layer;
 mod layer2d;
 mod mode;

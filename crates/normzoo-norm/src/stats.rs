@@ -66,7 +66,7 @@ pub(crate) struct Grouping {
 }
 
 // Only the fused kernel reads these; a build without flex composes instead.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "flex", feature = "wgpu")), allow(dead_code))]
 impl Grouping {
     /// The grouping from its parts, as the fused kernel's extension op receives them.
     pub(crate) fn new(
@@ -97,9 +97,9 @@ impl Grouping {
 }
 
 /// The rows of `x` (`[rows, K]`, grouped as `grouping` says) normalized and scaled and shifted
-/// per channel by `γ` and `β` (the constants 1 and 0 where absent) in one fused kernel, or
-/// `None` when no kernel applies: a backend other than flex, a dtype other than f32, or a build
-/// without flex. The caller then composes the same result from tensor ops.
+/// per channel by `γ` and `β` (the constants 1 and 0 where absent) in one fused kernel (flex's,
+/// or on wgpu the GPU's), or `None` when no kernel applies: another backend, a dtype other than
+/// f32, or a build without either. The caller then composes the same result from tensor ops.
 pub(crate) fn fused_rows(
     x: &Tensor<2>,
     gamma: Option<Tensor<1>>,
@@ -107,14 +107,16 @@ pub(crate) fn fused_rows(
     grouping: Grouping,
 ) -> Option<Tensor<2>> {
     #[cfg(feature = "flex")]
+    if let Some(output) = crate::fused::try_normalize_rows(x, gamma.clone(), beta.clone(), grouping)
     {
-        crate::fused::try_normalize_rows(x, gamma, beta, grouping)
+        return Some(output);
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (x, gamma, beta, grouping);
-        None
+    #[cfg(feature = "wgpu")]
+    if let Some(output) = crate::gpu::try_normalize_rows(x, gamma.clone(), beta.clone(), grouping) {
+        return Some(output);
     }
+    let _ = (x, gamma, beta, grouping);
+    None
 }
 
 /// Channels-first layer normalization of `x` (`[N, C, P]`, each position over its `C`
@@ -127,14 +129,16 @@ pub(crate) fn fused_channels(
     eps: f64,
 ) -> Option<Tensor<3>> {
     #[cfg(feature = "flex")]
+    if let Some(output) = crate::fused::try_normalize_channels(x, gamma.clone(), beta.clone(), eps)
     {
-        crate::fused::try_normalize_channels(x, gamma, beta, eps)
+        return Some(output);
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (x, gamma, beta, eps);
-        None
+    #[cfg(feature = "wgpu")]
+    if let Some(output) = crate::gpu::try_normalize_channels(x, gamma.clone(), beta.clone(), eps) {
+        return Some(output);
     }
+    let _ = (x, gamma, beta, eps);
+    None
 }
 
 /// BatchNorm with batch statistics over `x` (`[N, C, S]`) in fused kernels: the output and each

@@ -1,0 +1,1122 @@
+//! Fused normalization on the GPU backends (CubeCL kernels, run by wgpu), with a closed-form
+//! backward pass.
+//!
+//! The same formulas as the flex kernels in `fused.rs`: GroupNorm, InstanceNorm, LayerNorm and
+//! RMSNorm standardize the rows of a `[rows, K]` view and scale and shift per channel,
+//!
+//! ```text
+//! x̂ = (x − μ)·r,   r = 1 / sqrt(σ² + ε),   y = x̂·γ + β            (RMSNorm: μ = 0)
+//! g = dy·γ,   dx = r·(g − mean(g) − x̂·mean(g·x̂)),   dγ = Σ dy·x̂,   dβ = Σ dy
+//! ```
+//!
+//! Composed of tensor ops, each of those is a chain of reductions and broadcasts, and autodiff
+//! walks the chain backwards op by op. Here three kernels do the work:
+//!
+//! - `rows_forward`: one cube (workgroup) per row computes the row's mean, then its variance
+//!   around that mean (two passes, as PyTorch's Welford is stable: no `E[x²] − E[x]²`), and
+//!   writes the output and the row's `[μ, r]`;
+//! - `rows_input_grad`: one cube per row sums `g` and `g·x̂` and writes `dx`;
+//! - `channel_sums`: one cube per channel sums `dy·x̂` and `dy` over the channel's values in
+//!   every row: `dγ` and `dβ`.
+//!
+//! LayerNorm2d (channels first, `[N, C, P]`) normalizes each position over its `C` values, `P`
+//! apart: there one unit per position computes its statistics, output and `dx` (neighbouring
+//! units read neighbouring positions, so the reads coalesce), and `channel_sums` gives `dγ` and
+//! `dβ` with a statistic per position instead of per row.
+//!
+//! The sums inside a cube go through shared memory as a tree, in f32 (each unit first adds its
+//! strided share of the row). Only f32 takes these kernels; other dtypes and backends compose.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Cube, Dispatch, DispatchDevice, TensorMetadata,
+    backend_extension,
+};
+use burn::tensor::{DType, Shape, Tensor};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use self::kernels::{
+    channel_sums_kernel, channels_forward_kernel, channels_input_grad_kernel, rows_forward_kernel,
+    rows_input_grad_kernel,
+};
+
+use crate::stats::Grouping;
+
+/// Units per cube: each row (or channel) is summed by this many units, then as a tree.
+const CUBE_SIZE: u32 = 256;
+
+/// Cubes per grid dimension: wgpu allows 65,535, so longer launches wrap onto the next one.
+const MAX_CUBES_PER_DIM: usize = 65_535;
+
+/// Normalizes the rows of `x` (`[rows, K]`) and scales and shifts by `gamma` and `beta` on the
+/// GPU kernels, or returns `None` where they do not apply (a backend other than a CubeCL one,
+/// or a dtype other than f32), for the caller to compose it instead.
+pub(crate) fn try_normalize_rows(
+    x: &Tensor<2>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    grouping: Grouping,
+) -> Option<Tensor<2>> {
+    let (gamma, beta) = kernel_affine(x, gamma, beta, grouping.channels())?;
+    let Grouping {
+        groups,
+        channels_per_group,
+        spatial,
+        center,
+        eps,
+    } = grouping;
+    Some(Tensor::from_dispatch(
+        <Dispatch as GpuNormBackend>::normalize_rows(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        ),
+    ))
+}
+
+/// Channels-first layer normalization of `x` (`[N, C, P]`: every position normalized over its
+/// `C` channels, then scaled and shifted by `gamma` and `beta`, `[C]`) on the GPU kernels, or
+/// `None` where they do not apply (as [`try_normalize_rows`]).
+pub(crate) fn try_normalize_channels(
+    x: &Tensor<3>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    eps: f64,
+) -> Option<Tensor<3>> {
+    let (gamma, beta) = kernel_affine(x, gamma, beta, x.dims()[1])?;
+    Some(Tensor::from_dispatch(
+        <Dispatch as GpuNormBackend>::normalize_channels(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            eps,
+        ),
+    ))
+}
+
+/// `γ` and `β` for a kernel on `x` (the constants 1 and 0 over `channels` where absent), or
+/// `None` where the kernels do not apply: a device other than a CubeCL one, a dtype other than
+/// f32.
+fn kernel_affine<const D: usize>(
+    x: &Tensor<D>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    channels: usize,
+) -> Option<(Tensor<1>, Tensor<1>)> {
+    let device = x.device();
+    let on_gpu = matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Cube(_)
+    );
+    let f32_only = std::iter::once(x.dtype())
+        .chain(gamma.iter().chain(&beta).map(Tensor::dtype))
+        .all(|dtype| dtype == DType::F32);
+    if !(on_gpu && f32_only) {
+        return None;
+    }
+    Some((
+        gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
+        beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
+    ))
+}
+
+/// The GPU normalization as a burn backend extension: the differentiable operations, and the
+/// kernels their forward and backward passes run.
+#[backend_extension(Cube: cfg(feature = "wgpu"), Fusion: cfg(feature = "wgpu"), Autodiff)]
+pub(crate) trait GpuNormBackend: Backend {
+    /// `x̂·γ + β` over the rows of `x` (`[rows, K]`), grouped as the arguments of a
+    /// [`Grouping`] say; differentiable on an autodiff device.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(dtype = x, shape = x)]
+    fn normalize_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The kernel of [`normalize_rows`](Self::normalize_rows): its output, and each row's
+    /// `[μ, r]` (`[rows, 2]`). Not differentiable.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |x, _gamma, _beta, _groups, _channels_per_group, _spatial, _center, _eps| (
+        x.clone(),
+        TensorSpec::new(Shape::new([x.shape[0], 2]), x.dtype),
+    ))]
+    fn rows_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `dx` from the output gradient `grad` and the forward pass's `x`, `γ` and `statistics`.
+    /// Not differentiable.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(dtype = x, shape = x)]
+    fn rows_input_grad(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `x̂·γ + β` for every position of `x` (`[N, C, P]`), normalized over its `C` channels;
+    /// differentiable on an autodiff device.
+    #[fusion(dtype = x, shape = x)]
+    fn normalize_channels(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The kernel of [`normalize_channels`](Self::normalize_channels): its output, and each
+    /// position's `[μ, r]` (`[N · P, 2]`). Not differentiable.
+    #[fusion(meta = |x, _gamma, _beta, _eps| (
+        x.clone(),
+        TensorSpec::new(Shape::new([x.shape[0] * x.shape[2], 2]), x.dtype),
+    ))]
+    fn channels_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `dx` of [`normalize_channels`](Self::normalize_channels) from the output gradient and
+    /// the forward pass's `x`, `γ` and `statistics`. Not differentiable.
+    #[fusion(dtype = x, shape = x)]
+    fn channels_input_grad(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `(Σ dy·x̂, Σ dy)` per channel (`dγ` and `dβ`) from the output gradient `grad` and the
+    /// forward pass's `x` and `statistics`, with `x` read as `[samples, channels, spatial]`
+    /// and the `[μ, r]` of value `(n, c, s)` at `n·stats_per_sample + c / channels_per_stat +
+    /// s·spatial_stride`. Not differentiable.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |_grad, x, _statistics, _samples, channels, _spatial, _stats_per_sample,
+                     _channels_per_stat, _spatial_stride| {
+        let channels = Shape::new([*channels]);
+        (TensorSpec::new(channels.clone(), x.dtype), TensorSpec::new(channels, x.dtype))
+    })]
+    fn channel_sums(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        samples: usize,
+        channels: usize,
+        spatial: usize,
+        stats_per_sample: usize,
+        channels_per_stat: usize,
+        spatial_stride: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl GpuNormBackend for CubeBackend {
+    fn normalize_rows(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> CubeTensor {
+        Self::rows_forward(
+            x,
+            gamma,
+            beta,
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        )
+        .0
+    }
+
+    fn rows_forward(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> (CubeTensor, CubeTensor) {
+        let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
+        let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
+        let rows = x.shape()[0];
+        let output = empty_like(&x, x.shape());
+        let statistics = empty_like(&x, Shape::new([rows, 2]));
+        rows_forward_kernel::launch(
+            &x.client,
+            grid(rows),
+            CubeDim::new_1d(CUBE_SIZE),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            statistics.clone().into_tensor_arg(),
+            rows as u32,
+            grouping.groups as u32,
+            grouping.channels_per_group as u32,
+            grouping.spatial as u32,
+            eps as f32,
+            center,
+            CUBE_SIZE as usize,
+            dtype_to_storage_type(x.dtype),
+        );
+        (output, statistics)
+    }
+
+    fn rows_input_grad(
+        grad: CubeTensor,
+        x: CubeTensor,
+        gamma: CubeTensor,
+        statistics: CubeTensor,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+    ) -> CubeTensor {
+        let grouping = Grouping::new(groups, channels_per_group, spatial, center, 0.0);
+        let [grad, x, gamma, statistics] = [grad, x, gamma, statistics].map(into_contiguous);
+        let rows = x.shape()[0];
+        let input_grad = empty_like(&x, x.shape());
+        rows_input_grad_kernel::launch(
+            &x.client,
+            grid(rows),
+            CubeDim::new_1d(CUBE_SIZE),
+            grad.into_tensor_arg(),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            statistics.into_tensor_arg(),
+            input_grad.clone().into_tensor_arg(),
+            rows as u32,
+            grouping.groups as u32,
+            grouping.channels_per_group as u32,
+            grouping.spatial as u32,
+            center,
+            CUBE_SIZE as usize,
+            dtype_to_storage_type(x.dtype),
+        );
+        input_grad
+    }
+
+    fn normalize_channels(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        eps: f64,
+    ) -> CubeTensor {
+        Self::channels_forward(x, gamma, beta, eps).0
+    }
+
+    fn channels_forward(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        eps: f64,
+    ) -> (CubeTensor, CubeTensor) {
+        let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
+        let [samples, channels, positions] = x.shape().dims::<3>();
+        let output = empty_like(&x, x.shape());
+        let statistics = empty_like(&x, Shape::new([samples * positions, 2]));
+        channels_forward_kernel::launch(
+            &x.client,
+            grid((samples * positions).div_ceil(CUBE_SIZE as usize)),
+            CubeDim::new_1d(CUBE_SIZE),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            statistics.clone().into_tensor_arg(),
+            samples as u32,
+            channels as u32,
+            positions as u32,
+            eps as f32,
+            dtype_to_storage_type(x.dtype),
+        );
+        (output, statistics)
+    }
+
+    fn channels_input_grad(
+        grad: CubeTensor,
+        x: CubeTensor,
+        gamma: CubeTensor,
+        statistics: CubeTensor,
+    ) -> CubeTensor {
+        let [grad, x, gamma, statistics] = [grad, x, gamma, statistics].map(into_contiguous);
+        let [samples, channels, positions] = x.shape().dims::<3>();
+        let input_grad = empty_like(&x, x.shape());
+        channels_input_grad_kernel::launch(
+            &x.client,
+            grid((samples * positions).div_ceil(CUBE_SIZE as usize)),
+            CubeDim::new_1d(CUBE_SIZE),
+            grad.into_tensor_arg(),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            statistics.into_tensor_arg(),
+            input_grad.clone().into_tensor_arg(),
+            samples as u32,
+            channels as u32,
+            positions as u32,
+            dtype_to_storage_type(x.dtype),
+        );
+        input_grad
+    }
+
+    fn channel_sums(
+        grad: CubeTensor,
+        x: CubeTensor,
+        statistics: CubeTensor,
+        samples: usize,
+        channels: usize,
+        spatial: usize,
+        stats_per_sample: usize,
+        channels_per_stat: usize,
+        spatial_stride: usize,
+    ) -> (CubeTensor, CubeTensor) {
+        let [grad, x, statistics] = [grad, x, statistics].map(into_contiguous);
+        let scale_sums = empty_like(&x, Shape::new([channels]));
+        let shift_sums = empty_like(&x, Shape::new([channels]));
+        channel_sums_kernel::launch(
+            &x.client,
+            grid(channels),
+            CubeDim::new_1d(CUBE_SIZE),
+            grad.into_tensor_arg(),
+            x.clone().into_tensor_arg(),
+            statistics.into_tensor_arg(),
+            scale_sums.clone().into_tensor_arg(),
+            shift_sums.clone().into_tensor_arg(),
+            samples as u32,
+            channels as u32,
+            spatial as u32,
+            stats_per_sample as u32,
+            channels_per_stat as u32,
+            spatial_stride as u32,
+            CUBE_SIZE as usize,
+            dtype_to_storage_type(x.dtype),
+        );
+        (scale_sums, shift_sums)
+    }
+}
+
+/// An uninitialised contiguous tensor of `shape` on `like`'s device, of its dtype.
+fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
+}
+
+/// `cubes` cubes, laid over two grid dimensions where one is not enough.
+fn grid(cubes: usize) -> CubeCount {
+    let x = cubes.clamp(1, MAX_CUBES_PER_DIM);
+    CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
+}
+
+impl<C: CheckpointStrategy> GpuNormBackend for Autodiff<Cube, C> {
+    fn normalize_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
+        recorded::<C>(
+            Layout::Rows(grouping),
+            [x, gamma, beta],
+            |x, gamma, beta| {
+                Cube::rows_forward(
+                    x,
+                    gamma,
+                    beta,
+                    groups,
+                    channels_per_group,
+                    spatial,
+                    center,
+                    eps,
+                )
+            },
+        )
+    }
+
+    fn rows_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, statistics) = Cube::rows_forward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+            eps,
+        );
+        (Self::from_inner(output), Self::from_inner(statistics))
+    }
+
+    fn rows_input_grad(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        groups: usize,
+        channels_per_group: usize,
+        spatial: usize,
+        center: bool,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(Cube::rows_input_grad(
+            grad.into_primitive(),
+            x.into_primitive(),
+            gamma.into_primitive(),
+            statistics.into_primitive(),
+            groups,
+            channels_per_group,
+            spatial,
+            center,
+        ))
+    }
+
+    fn normalize_channels(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let [samples, channels, positions] = x.primitive().shape().dims::<3>();
+        let layout = Layout::ChannelsFirst {
+            samples,
+            channels,
+            positions,
+        };
+        recorded::<C>(layout, [x, gamma, beta], |x, gamma, beta| {
+            Cube::channels_forward(x, gamma, beta, eps)
+        })
+    }
+
+    fn channels_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, statistics) = Cube::channels_forward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            eps,
+        );
+        (Self::from_inner(output), Self::from_inner(statistics))
+    }
+
+    fn channels_input_grad(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(Cube::channels_input_grad(
+            grad.into_primitive(),
+            x.into_primitive(),
+            gamma.into_primitive(),
+            statistics.into_primitive(),
+        ))
+    }
+
+    fn channel_sums(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        samples: usize,
+        channels: usize,
+        spatial: usize,
+        stats_per_sample: usize,
+        channels_per_stat: usize,
+        spatial_stride: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (scale, shift) = Cube::channel_sums(
+            grad.into_primitive(),
+            x.into_primitive(),
+            statistics.into_primitive(),
+            samples,
+            channels,
+            spatial,
+            stats_per_sample,
+            channels_per_stat,
+            spatial_stride,
+        );
+        (Self::from_inner(scale), Self::from_inner(shift))
+    }
+}
+
+/// Runs a forward `kernel` (output and statistics) on `x`, `γ` and `β`, and when any of the
+/// three is tracked records [`NormBackward`] with what its backward pass needs.
+fn recorded<C: CheckpointStrategy>(
+    layout: Layout,
+    [x, gamma, beta]: [FloatTensor<Autodiff<Cube, C>>; 3],
+    kernel: impl FnOnce(
+        FloatTensor<Cube>,
+        FloatTensor<Cube>,
+        FloatTensor<Cube>,
+    ) -> (FloatTensor<Cube>, FloatTensor<Cube>),
+) -> FloatTensor<Autodiff<Cube, C>> {
+    let guards = [x.node(), gamma.node(), beta.node()];
+    let (x, gamma, beta) = (
+        x.into_primitive(),
+        gamma.into_primitive(),
+        beta.into_primitive(),
+    );
+    match NormBackward.prepare::<C>(guards).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (output, statistics) = kernel(x.clone(), gamma.clone(), beta);
+            let saved = NormSaved {
+                x,
+                gamma,
+                statistics,
+                layout,
+            };
+            prep.finish(saved, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(kernel(x, gamma, beta).0),
+    }
+}
+
+/// How a normalization's values map onto its statistics and channels.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// Rows of a `[rows, K]` view, each with its own statistics.
+    Rows(Grouping),
+    /// `[N, C, P]`, each position with its own statistics over its `C` channels.
+    ChannelsFirst {
+        samples: usize,
+        channels: usize,
+        positions: usize,
+    },
+}
+
+impl Layout {
+    /// `dx` from the output gradient and the forward pass's `x`, `γ` and statistics.
+    fn input_grad(
+        self,
+        grad: FloatTensor<Cube>,
+        x: FloatTensor<Cube>,
+        gamma: FloatTensor<Cube>,
+        statistics: FloatTensor<Cube>,
+    ) -> FloatTensor<Cube> {
+        match self {
+            Self::Rows(grouping) => Cube::rows_input_grad(
+                grad,
+                x,
+                gamma,
+                statistics,
+                grouping.groups,
+                grouping.channels_per_group,
+                grouping.spatial,
+                grouping.center,
+            ),
+            Self::ChannelsFirst { .. } => Cube::channels_input_grad(grad, x, gamma, statistics),
+        }
+    }
+
+    /// `(dγ, dβ)` from the output gradient and the forward pass's `x` and statistics.
+    fn affine_grads(
+        self,
+        grad: FloatTensor<Cube>,
+        x: FloatTensor<Cube>,
+        statistics: FloatTensor<Cube>,
+    ) -> (FloatTensor<Cube>, FloatTensor<Cube>) {
+        // `x` as `[samples, channels, spatial]`, and where each value's statistics are.
+        let [
+            samples,
+            channels,
+            spatial,
+            stats_per_sample,
+            channels_per_stat,
+            spatial_stride,
+        ] = match self {
+            Self::Rows(grouping) => {
+                let samples = x.shape()[0] / grouping.groups;
+                [
+                    samples,
+                    grouping.channels(),
+                    grouping.spatial,
+                    grouping.groups,
+                    grouping.channels_per_group,
+                    0,
+                ]
+            }
+            Self::ChannelsFirst {
+                samples,
+                channels,
+                positions,
+            } => [samples, channels, positions, positions, channels, 1],
+        };
+        Cube::channel_sums(
+            grad,
+            x,
+            statistics,
+            samples,
+            channels,
+            spatial,
+            stats_per_sample,
+            channels_per_stat,
+            spatial_stride,
+        )
+    }
+}
+
+/// What the backward pass of a GPU normalization needs from its forward pass.
+#[derive(Debug, Clone)]
+struct NormSaved {
+    x: FloatTensor<Cube>,
+    gamma: FloatTensor<Cube>,
+    statistics: FloatTensor<Cube>,
+    layout: Layout,
+}
+
+/// The backward step of [`GpuNormBackend::normalize_rows`] and
+/// [`GpuNormBackend::normalize_channels`].
+#[derive(Debug)]
+struct NormBackward;
+
+impl Backward<Cube, 3> for NormBackward {
+    type State = NormSaved;
+
+    /// Computes the gradients of the tracked parents only: `dx` by one kernel, `dγ` and `dβ`
+    /// together by another.
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<Cube>(&ops.node);
+        let NormSaved {
+            x,
+            gamma,
+            statistics,
+            layout,
+        } = ops.state;
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        if gamma_node.is_some() || beta_node.is_some() {
+            let (gamma_grad, beta_grad) =
+                layout.affine_grads(grad.clone(), x.clone(), statistics.clone());
+            if let Some(node) = gamma_node {
+                grads.register::<Cube>(node.id, gamma_grad);
+            }
+            if let Some(node) = beta_node {
+                grads.register::<Cube>(node.id, beta_grad);
+            }
+        }
+        if let Some(node) = x_node {
+            let x_grad = layout.input_grad(grad, x, gamma, statistics);
+            grads.register::<Cube>(node.id, x_grad);
+        }
+    }
+}
+
+/// The CubeCL kernels (in their own module: CubeCL's `Tensor` is not burn's).
+mod kernels {
+    use cubecl::prelude::*;
+
+    /// The sum of `value` over the units of the cube, given to every unit. Every unit of the cube
+    /// must call it (it synchronizes the cube).
+    #[cube]
+    fn sum_over_cube<F: Float>(value: F, #[comptime] cube_size: usize) -> F {
+        let mut partial_sums = Shared::<[F]>::new_slice(cube_size);
+        let unit = UNIT_POS as usize;
+        partial_sums[unit] = value;
+        sync_cube();
+        // The halving runs at run time: `cube_size` is a compile-time value.
+        let mut stride = CUBE_DIM as usize / 2;
+        while stride > 0 {
+            if unit < stride {
+                let sum = partial_sums[unit] + partial_sums[unit + stride];
+                partial_sums[unit] = sum;
+            }
+            sync_cube();
+            stride /= 2;
+        }
+        let total = partial_sums[0];
+        sync_cube();
+        total
+    }
+
+    /// `rows_forward`: cube `r` normalizes row `r` of `x` into `output` and writes its `[μ, r]`
+    /// into `statistics`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rows_forward_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        statistics: &mut Tensor<F>,
+        rows: u32,
+        groups: u32,
+        channels_per_group: u32,
+        spatial: u32,
+        eps: f32,
+        #[comptime] center: bool,
+        #[comptime] cube_size: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= rows as usize {
+            terminate!();
+        }
+        let spatial = spatial as usize;
+        let row_len = channels_per_group as usize * spatial;
+        let start = row * row_len;
+        let unit = UNIT_POS as usize;
+        let count = F::cast_from(row_len as f32);
+
+        let mut mean = F::new(0.0);
+        if center {
+            let mut partial = F::new(0.0);
+            let mut i = unit;
+            while i < row_len {
+                partial += x[start + i];
+                i += cube_size;
+            }
+            mean = sum_over_cube::<F>(partial, cube_size) / count;
+        }
+        let mut partial = F::new(0.0);
+        let mut i = unit;
+        while i < row_len {
+            let deviation = x[start + i] - mean;
+            partial += deviation * deviation;
+            i += cube_size;
+        }
+        let variance = sum_over_cube::<F>(partial, cube_size) / count;
+        let rstd = F::new(1.0) / F::sqrt(variance + F::cast_from(eps));
+        if unit == 0 {
+            statistics[row * 2] = mean;
+            statistics[row * 2 + 1] = rstd;
+        }
+
+        let first_channel = (row % groups as usize) * channels_per_group as usize;
+        let mut i = unit;
+        while i < row_len {
+            let channel = first_channel + i / spatial;
+            output[start + i] = (x[start + i] - mean) * rstd * gamma[channel] + beta[channel];
+            i += cube_size;
+        }
+    }
+
+    /// `rows_input_grad`: cube `r` writes row `r` of `dx` from the same row of the output gradient
+    /// and of `x`, and the row's `[μ, r]`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rows_input_grad_kernel<F: Float>(
+        grad: &Tensor<F>,
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        statistics: &Tensor<F>,
+        input_grad: &mut Tensor<F>,
+        rows: u32,
+        groups: u32,
+        channels_per_group: u32,
+        spatial: u32,
+        #[comptime] center: bool,
+        #[comptime] cube_size: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= rows as usize {
+            terminate!();
+        }
+        let spatial = spatial as usize;
+        let row_len = channels_per_group as usize * spatial;
+        let start = row * row_len;
+        let unit = UNIT_POS as usize;
+        let count = F::cast_from(row_len as f32);
+        let mean = statistics[row * 2];
+        let rstd = statistics[row * 2 + 1];
+        let first_channel = (row % groups as usize) * channels_per_group as usize;
+
+        let mut partial_g = F::new(0.0);
+        let mut partial_g_xhat = F::new(0.0);
+        let mut i = unit;
+        while i < row_len {
+            let g = grad[start + i] * gamma[first_channel + i / spatial];
+            partial_g += g;
+            partial_g_xhat += g * (x[start + i] - mean) * rstd;
+            i += cube_size;
+        }
+        let mut mean_g = F::new(0.0);
+        if center {
+            mean_g = sum_over_cube::<F>(partial_g, cube_size) / count;
+        }
+        let mean_g_xhat = sum_over_cube::<F>(partial_g_xhat, cube_size) / count;
+
+        let mut i = unit;
+        while i < row_len {
+            let g = grad[start + i] * gamma[first_channel + i / spatial];
+            let xhat = (x[start + i] - mean) * rstd;
+            input_grad[start + i] = rstd * (g - mean_g - xhat * mean_g_xhat);
+            i += cube_size;
+        }
+    }
+
+    /// `channels_forward`: unit `q` normalizes position `q` (sample `q / P`, position `q % P`)
+    /// of `x` (`[N, C, P]`) over its `C` channels, and writes its `[μ, r]`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn channels_forward_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        statistics: &mut Tensor<F>,
+        samples: u32,
+        channels: u32,
+        positions: u32,
+        eps: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let position = CUBE_POS * CUBE_DIM as usize + UNIT_POS as usize;
+        let positions = positions as usize;
+        if position >= samples as usize * positions {
+            terminate!();
+        }
+        let channels = channels as usize;
+        let start = (position / positions) * channels * positions + position % positions;
+        let count = F::cast_from(channels as f32);
+
+        let mut sum = F::new(0.0);
+        for c in 0..channels {
+            sum += x[start + c * positions];
+        }
+        let mean = sum / count;
+        let mut squares = F::new(0.0);
+        for c in 0..channels {
+            let deviation = x[start + c * positions] - mean;
+            squares += deviation * deviation;
+        }
+        let rstd = F::new(1.0) / F::sqrt(squares / count + F::cast_from(eps));
+        statistics[position * 2] = mean;
+        statistics[position * 2 + 1] = rstd;
+        for c in 0..channels {
+            let index = start + c * positions;
+            output[index] = (x[index] - mean) * rstd * gamma[c] + beta[c];
+        }
+    }
+
+    /// `channels_input_grad`: unit `q` writes position `q`'s `dx` from its output gradient, `x`
+    /// and `[μ, r]`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn channels_input_grad_kernel<F: Float>(
+        grad: &Tensor<F>,
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        statistics: &Tensor<F>,
+        input_grad: &mut Tensor<F>,
+        samples: u32,
+        channels: u32,
+        positions: u32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let position = CUBE_POS * CUBE_DIM as usize + UNIT_POS as usize;
+        let positions = positions as usize;
+        if position >= samples as usize * positions {
+            terminate!();
+        }
+        let channels = channels as usize;
+        let start = (position / positions) * channels * positions + position % positions;
+        let count = F::cast_from(channels as f32);
+        let mean = statistics[position * 2];
+        let rstd = statistics[position * 2 + 1];
+
+        let mut sum_g = F::new(0.0);
+        let mut sum_g_xhat = F::new(0.0);
+        for c in 0..channels {
+            let index = start + c * positions;
+            let g = grad[index] * gamma[c];
+            sum_g += g;
+            sum_g_xhat += g * (x[index] - mean) * rstd;
+        }
+        let mean_g = sum_g / count;
+        let mean_g_xhat = sum_g_xhat / count;
+        for c in 0..channels {
+            let index = start + c * positions;
+            let xhat = (x[index] - mean) * rstd;
+            input_grad[index] = rstd * (grad[index] * gamma[c] - mean_g - xhat * mean_g_xhat);
+        }
+    }
+
+    /// `channel_sums`: cube `c` sums `dy·x̂` and `dy` over channel `c`'s values, `x` read as
+    /// `[samples, channels, spatial]` and the `[μ, r]` of value `(n, c, s)` at
+    /// `n·stats_per_sample + c / channels_per_stat + s·spatial_stride`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn channel_sums_kernel<F: Float>(
+        grad: &Tensor<F>,
+        x: &Tensor<F>,
+        statistics: &Tensor<F>,
+        scale_sums: &mut Tensor<F>,
+        shift_sums: &mut Tensor<F>,
+        samples: u32,
+        channels: u32,
+        spatial: u32,
+        stats_per_sample: u32,
+        channels_per_stat: u32,
+        spatial_stride: u32,
+        #[comptime] cube_size: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let channel = CUBE_POS;
+        let channels = channels as usize;
+        if channel >= channels {
+            terminate!();
+        }
+        let spatial = spatial as usize;
+        let stats_per_sample = stats_per_sample as usize;
+        let spatial_stride = spatial_stride as usize;
+        let channel_stat = channel / channels_per_stat as usize;
+        let count = samples as usize * spatial;
+        let unit = UNIT_POS as usize;
+
+        let mut partial_scale = F::new(0.0);
+        let mut partial_shift = F::new(0.0);
+        let mut j = unit;
+        while j < count {
+            let sample = j / spatial;
+            let s = j % spatial;
+            let index = (sample * channels + channel) * spatial + s;
+            let stat = (sample * stats_per_sample + channel_stat + s * spatial_stride) * 2;
+            let dy = grad[index];
+            partial_scale += dy * (x[index] - statistics[stat]) * statistics[stat + 1];
+            partial_shift += dy;
+            j += cube_size;
+        }
+        let scale = sum_over_cube::<F>(partial_scale, cube_size);
+        let shift = sum_over_cube::<F>(partial_shift, cube_size);
+        if unit == 0 {
+            scale_sums[channel] = scale;
+            shift_sums[channel] = shift;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+    use crate::kernel_tests::{
+        assert_channels_kernel_matches_composed, assert_rows_kernel_matches_composed,
+        assert_rows_kernel_output_matches_composed, composed, grouping,
+    };
+
+    fn wgpu() -> Device {
+        crate::backend::device("wgpu").unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn gpu_rows_match_the_composed_ops_and_their_gradients() {
+        assert_rows_kernel_matches_composed(try_normalize_rows, &wgpu().autodiff());
+    }
+
+    #[test]
+    fn gpu_channels_first_matches_the_composed_ops_and_their_gradients() {
+        assert_channels_kernel_matches_composed(try_normalize_channels, &wgpu().autodiff());
+    }
+
+    #[test]
+    fn without_autodiff_the_gpu_output_is_the_same_also_for_a_transposed_input() {
+        assert_rows_kernel_output_matches_composed(try_normalize_rows, &wgpu());
+    }
+
+    #[test]
+    fn rows_beyond_one_grid_dimension_wrap_onto_the_next() {
+        let device = wgpu();
+        device.seed(5);
+        let rows = MAX_CUBES_PER_DIM + 3;
+        let grouping = grouping(1, 2, 1, true);
+        let x = Tensor::<2>::random([rows, 2], Distribution::Default, &device);
+        let (gamma, beta) = (Tensor::ones([2], &device), Tensor::zeros([2], &device));
+        let fused = try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .expect("applies to f32 on wgpu");
+        fused.into_data().assert_approx_eq::<f32>(
+            &composed(x, gamma, beta, grouping).into_data(),
+            Default::default(),
+        );
+    }
+
+    #[test]
+    fn with_gamma_and_beta_untracked_only_the_input_gradient_is_computed() {
+        let device = wgpu().autodiff();
+        device.seed(7);
+        let grouping = grouping(2, 3, 4, true);
+        let x = Tensor::<2>::random([4, 12], Distribution::Default, &device);
+        let gamma = Tensor::<1>::random([6], Distribution::Default, &device);
+        let beta = Tensor::<1>::random([6], Distribution::Default, &device);
+        let input_grad = |fused: bool| {
+            let x = x.clone().require_grad();
+            let y = if fused {
+                try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+                    .expect("applies to f32 on wgpu")
+            } else {
+                composed(x.clone(), gamma.clone(), beta.clone(), grouping)
+            };
+            let grads = y.powi_scalar(2).sum().backward();
+            assert!(gamma.grad(&grads).is_none() && beta.grad(&grads).is_none());
+            x.grad(&grads).expect("x is tracked").into_data()
+        };
+        input_grad(true).assert_approx_eq::<f32>(&input_grad(false), Default::default());
+    }
+
+    #[test]
+    #[cfg(feature = "flex")]
+    fn other_backends_are_given_back_to_compose() {
+        let x = Tensor::<2>::ones([2, 4], &Device::flex());
+        assert!(try_normalize_rows(&x, None, None, grouping(1, 4, 1, true)).is_none());
+    }
+}

@@ -1,0 +1,196 @@
+//! Checks shared by the fused kernels' tests (flex's and the GPU's): each kernel against the
+//! same normalization composed of tensor ops, output and every gradient.
+
+use burn::tensor::{Device, Distribution, Tensor};
+
+use crate::stats::{Grouping, rms_normalize, scale_shift, standardize};
+
+/// A row kernel: `try_normalize_rows` of flex or of the GPU.
+pub(crate) type RowKernel =
+    fn(&Tensor<2>, Option<Tensor<1>>, Option<Tensor<1>>, Grouping) -> Option<Tensor<2>>;
+
+/// The same normalization composed of tensor ops (what every other backend runs).
+pub(crate) fn composed(
+    x: Tensor<2>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    grouping: Grouping,
+) -> Tensor<2> {
+    let [rows, width] = x.dims();
+    let normalized = if grouping.center {
+        standardize(x, grouping.eps).output
+    } else {
+        rms_normalize(x, grouping.eps)
+    };
+    let by_channel = normalized.reshape([
+        rows / grouping.groups,
+        grouping.channels(),
+        grouping.spatial,
+    ]);
+    scale_shift(by_channel, Some(gamma), Some(beta), 1).reshape([rows, width])
+}
+
+/// A grouping with PyTorch's default `eps`.
+pub(crate) fn grouping(
+    groups: usize,
+    channels_per_group: usize,
+    spatial: usize,
+    center: bool,
+) -> Grouping {
+    Grouping {
+        groups,
+        channels_per_group,
+        spatial,
+        center,
+        eps: 1e-5,
+    }
+}
+
+/// Asserts each of output, d input, d γ, d β (and for BatchNorm the statistics) agrees to
+/// 2e-5, relative to `1 + |expected|`.
+pub(crate) fn assert_all_close(name: &str, expected: &[Vec<f32>], actual: &[Vec<f32>]) {
+    let names = ["output", "d input", "d gamma", "d beta", "mean", "variance"];
+    for (what, (expected, actual)) in names.iter().zip(expected.iter().zip(actual)) {
+        let worst = expected
+            .iter()
+            .zip(actual)
+            .map(|(e, a)| (e - a).abs() / (1.0 + e.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-5, "{name} {what}: fused differs by {worst:e}");
+    }
+}
+
+/// Output, input gradient, γ gradient and β gradient of `kernel` (or, without one, of the
+/// composed ops).
+fn run(
+    kernel: Option<RowKernel>,
+    [x, gamma, beta, upstream]: [&Tensor<2>; 4],
+    grouping: Grouping,
+) -> [Vec<f32>; 4] {
+    let x = x.clone().require_grad();
+    let gamma = gamma.clone().flatten::<1>(0, 1).require_grad();
+    let beta = beta.clone().flatten::<1>(0, 1).require_grad();
+    let y = match kernel {
+        Some(kernel) => kernel(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .expect("the kernel applies to f32 on its backend"),
+        None => composed(x.clone(), gamma.clone(), beta.clone(), grouping),
+    };
+    let grads = y.clone().mul(upstream.clone()).sum().backward();
+    let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    [
+        read(y),
+        read(x.grad(&grads).unwrap()),
+        read(gamma.grad(&grads).unwrap().unsqueeze()),
+        read(beta.grad(&grads).unwrap().unsqueeze()),
+    ]
+}
+
+/// Asserts `kernel` on `device` (an autodiff device) matches the composed ops and their
+/// gradients for every normalizer's grouping.
+pub(crate) fn assert_rows_kernel_matches_composed(kernel: RowKernel, device: &Device) {
+    let cases = [
+        ("GroupNorm", grouping(4, 3, 5, true), 2),
+        ("InstanceNorm", grouping(6, 1, 9, true), 3),
+        ("LayerNorm", grouping(1, 13, 1, true), 7),
+        ("RMSNorm", grouping(1, 13, 1, false), 7),
+        // More rows than one f32 partial sum of dγ, dβ covers.
+        ("LayerNorm, 40 rows", grouping(1, 24, 1, true), 40),
+        // Rows longer than the units that share one (256 on the GPU).
+        ("LayerNorm, 600 wide", grouping(1, 600, 1, true), 3),
+        // GroupNorm of [N, C] features: one value per channel, several groups.
+        (
+            "GroupNorm, one value per channel",
+            grouping(4, 3, 1, true),
+            5,
+        ),
+    ];
+    for (name, grouping, samples) in cases {
+        device.seed(11);
+        let rows = samples * grouping.groups;
+        let normal = |shape: [usize; 2], mean, std| {
+            Tensor::<2>::random(shape, Distribution::Normal(mean, std), device)
+        };
+        // A mean far from 0 against the spread checks the statistics do not cancel.
+        let x = normal([rows, grouping.row_len()], 50.0, 2.0);
+        let gamma = normal([1, grouping.channels()], 1.0, 0.5);
+        let beta = normal([1, grouping.channels()], 0.0, 0.5);
+        let upstream = normal([rows, grouping.row_len()], 0.0, 1.0);
+        let inputs = [&x, &gamma, &beta, &upstream];
+        let expected = run(None, inputs, grouping);
+        let actual = run(Some(kernel), inputs, grouping);
+        assert_all_close(name, &expected, &actual);
+    }
+}
+
+/// Asserts `kernel` on `device` (no autodiff) gives the composed output, also for a transposed
+/// (non-contiguous) input.
+pub(crate) fn assert_rows_kernel_output_matches_composed(kernel: RowKernel, device: &Device) {
+    device.seed(3);
+    let grouping_2x2 = grouping(2, 2, 6, true);
+    let x = Tensor::<2>::random([4, 12], Distribution::Default, device);
+    let gamma = Tensor::<1>::random([4], Distribution::Default, device);
+    let beta = Tensor::<1>::random([4], Distribution::Default, device);
+    let transposed = Tensor::<2>::random([5, 3], Distribution::Default, device).transpose();
+    let (ones, zeros) = (Tensor::ones([5], device), Tensor::zeros([5], device));
+    for (x, gamma, beta, grouping) in [
+        (x, gamma, beta, grouping_2x2),
+        (transposed, ones, zeros, grouping(1, 5, 1, true)),
+    ] {
+        let fused = kernel(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .expect("the kernel applies to f32 on its backend");
+        fused.into_data().assert_approx_eq::<f32>(
+            &composed(x, gamma, beta, grouping).into_data(),
+            Default::default(),
+        );
+    }
+}
+
+/// A channels-first kernel: `try_normalize_channels` of flex or of the GPU.
+pub(crate) type ChannelsKernel =
+    fn(&Tensor<3>, Option<Tensor<1>>, Option<Tensor<1>>, f64) -> Option<Tensor<3>>;
+
+/// Asserts `kernel` on `device` (an autodiff device) matches LayerNorm over the channels
+/// (composed, between two transposes) and its gradients.
+pub(crate) fn assert_channels_kernel_matches_composed(kernel: ChannelsKernel, device: &Device) {
+    // [N, C, P]: pixels in several blocks and a partial one, channels in several f32
+    // partial sums and a partial one; a single pixel (ConvNeXt's pooled head); many
+    // channels.
+    for shape in [[3, 13, 70], [2, 5, 1], [2, 96, 9]] {
+        device.seed(17);
+        let normal = |shape: [usize; 3], mean, std| {
+            Tensor::<3>::random(shape, Distribution::Normal(mean, std), device)
+        };
+        let [_, channels, _] = shape;
+        // A mean far from 0 against the spread checks the statistics do not cancel.
+        let x = normal(shape, 50.0, 2.0);
+        let gamma = normal([1, 1, channels], 1.0, 0.5).flatten::<1>(0, 2);
+        let beta = normal([1, 1, channels], 0.0, 0.5).flatten::<1>(0, 2);
+        let upstream = normal(shape, 0.0, 1.0);
+        let run = |fused: bool| {
+            let x = x.clone().require_grad();
+            let (gamma, beta) = (gamma.clone().require_grad(), beta.clone().require_grad());
+            let y = if fused {
+                kernel(&x, Some(gamma.clone()), Some(beta.clone()), 1e-6)
+                    .expect("the kernel applies to f32 on its backend")
+            } else {
+                let channels_last = x.clone().swap_dims(1, 2);
+                crate::stats::layer_normalize(
+                    channels_last,
+                    Some(gamma.clone()),
+                    Some(beta.clone()),
+                    1e-6,
+                )
+                .swap_dims(1, 2)
+            };
+            let grads = y.clone().mul(upstream.clone()).sum().backward();
+            let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+            vec![
+                read(y.flatten(0, 2)),
+                read(x.grad(&grads).unwrap().flatten(0, 2)),
+                read(gamma.grad(&grads).unwrap()),
+                read(beta.grad(&grads).unwrap()),
+            ]
+        };
+        assert_all_close(&format!("LayerNorm2d {shape:?}"), &run(false), &run(true));
+    }
+}
