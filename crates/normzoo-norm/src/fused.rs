@@ -32,12 +32,12 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
 };
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::backend::flex_values as values;
-use crate::stats::Grouping;
+use crate::stats::{Grouping, kernel_affine, kernels_apply};
 
 mod channels_first;
 
@@ -50,7 +50,7 @@ pub(crate) fn try_normalize_rows(
     beta: Option<Tensor<1>>,
     grouping: Grouping,
 ) -> Option<Tensor<2>> {
-    let (gamma, beta) = kernel_affine(x, gamma, beta, grouping.channels())?;
+    let (gamma, beta) = kernel_affine(is_flex, x, gamma, beta, grouping.channels())?;
     let Grouping {
         groups,
         channels_per_group,
@@ -81,7 +81,7 @@ pub(crate) fn try_normalize_channels(
     beta: Option<Tensor<1>>,
     eps: f64,
 ) -> Option<Tensor<3>> {
-    let (gamma, beta) = kernel_affine(x, gamma, beta, x.dims()[1])?;
+    let (gamma, beta) = kernel_affine(is_flex, x, gamma, beta, x.dims()[1])?;
     Some(Tensor::from_dispatch(
         <Dispatch as FusedNormBackend>::normalize_channels(
             x.clone().into_dispatch(),
@@ -92,32 +92,9 @@ pub(crate) fn try_normalize_channels(
     ))
 }
 
-/// `γ` and `β` for a kernel on `x` (the constants 1 and 0 over `channels` where absent), or
-/// `None` where the kernels do not apply to `x` and them.
-fn kernel_affine<const D: usize>(
-    x: &Tensor<D>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    channels: usize,
-) -> Option<(Tensor<1>, Tensor<1>)> {
-    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
-    if !kernels_apply(&x.device(), std::iter::once(x.dtype()).chain(dtypes)) {
-        return None;
-    }
-    let device = x.device();
-    Some((
-        gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
-        beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
-    ))
-}
-
-/// Whether the kernels run for tensors on `device` of these dtypes: flex (with or without
-/// autodiff) and f32 only.
-fn kernels_apply(device: &Device, mut dtypes: impl Iterator<Item = DType>) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    ) && dtypes.all(|dtype| dtype == DType::F32)
+/// Whether a device is flex's (the backend these kernels run on).
+fn is_flex(device: &DispatchDevice) -> bool {
+    matches!(device, DispatchDevice::Flex(_))
 }
 
 /// The fused normalization as a burn backend extension.
@@ -820,6 +797,7 @@ pub(crate) fn try_batch_normalize(
     eps: f64,
 ) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
     if !kernels_apply(
+        is_flex,
         &x.device(),
         [x.dtype(), gamma.dtype(), beta.dtype()].into_iter(),
     ) {

@@ -38,7 +38,7 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Cube, Dispatch, DispatchDevice, TensorMetadata,
     backend_extension,
 };
-use burn::tensor::{DType, Shape, Tensor};
+use burn::tensor::{Shape, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -50,7 +50,7 @@ use self::kernels::{
     rows_input_grad_kernel,
 };
 
-use crate::stats::Grouping;
+use crate::stats::{Grouping, kernel_affine};
 
 /// Units per cube: each row (or channel) is summed by this many units, then as a tree.
 const CUBE_SIZE: u32 = 256;
@@ -67,7 +67,7 @@ pub(crate) fn try_normalize_rows(
     beta: Option<Tensor<1>>,
     grouping: Grouping,
 ) -> Option<Tensor<2>> {
-    let (gamma, beta) = kernel_affine(x, gamma, beta, grouping.channels())?;
+    let (gamma, beta) = kernel_affine(is_cube, x, gamma, beta, grouping.channels())?;
     let Grouping {
         groups,
         channels_per_group,
@@ -98,7 +98,7 @@ pub(crate) fn try_normalize_channels(
     beta: Option<Tensor<1>>,
     eps: f64,
 ) -> Option<Tensor<3>> {
-    let (gamma, beta) = kernel_affine(x, gamma, beta, x.dims()[1])?;
+    let (gamma, beta) = kernel_affine(is_cube, x, gamma, beta, x.dims()[1])?;
     Some(Tensor::from_dispatch(
         <Dispatch as GpuNormBackend>::normalize_channels(
             x.clone().into_dispatch(),
@@ -109,30 +109,9 @@ pub(crate) fn try_normalize_channels(
     ))
 }
 
-/// `γ` and `β` for a kernel on `x` (the constants 1 and 0 over `channels` where absent), or
-/// `None` where the kernels do not apply: a device other than a CubeCL one, a dtype other than
-/// f32.
-fn kernel_affine<const D: usize>(
-    x: &Tensor<D>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    channels: usize,
-) -> Option<(Tensor<1>, Tensor<1>)> {
-    let device = x.device();
-    let on_gpu = matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Cube(_)
-    );
-    let f32_only = std::iter::once(x.dtype())
-        .chain(gamma.iter().chain(&beta).map(Tensor::dtype))
-        .all(|dtype| dtype == DType::F32);
-    if !(on_gpu && f32_only) {
-        return None;
-    }
-    Some((
-        gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
-        beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
-    ))
+/// Whether a device is a CubeCL one (the backend these kernels run on).
+fn is_cube(device: &DispatchDevice) -> bool {
+    matches!(device, DispatchDevice::Cube(_))
 }
 
 /// The GPU normalization as a burn backend extension: the differentiable operations, and the

@@ -96,6 +96,38 @@ impl Grouping {
     }
 }
 
+/// Whether a fused kernel runs for tensors on `device` of these dtypes: on the backend
+/// `backend` accepts (with or without autodiff), and f32 only.
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+pub(crate) fn kernels_apply(
+    backend: fn(&burn::backend::DispatchDevice) -> bool,
+    device: &Device,
+    mut dtypes: impl Iterator<Item = DType>,
+) -> bool {
+    backend(device.clone().inner().as_dispatch()) && dtypes.all(|dtype| dtype == DType::F32)
+}
+
+/// `γ` and `β` for a fused kernel on `x` (the constants 1 and 0 over `channels` where absent),
+/// or `None` where the kernels of `backend` do not apply to `x` and them ([`kernels_apply`]).
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+pub(crate) fn kernel_affine<const D: usize>(
+    backend: fn(&burn::backend::DispatchDevice) -> bool,
+    x: &Tensor<D>,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    channels: usize,
+) -> Option<(Tensor<1>, Tensor<1>)> {
+    let device = x.device();
+    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
+    if !kernels_apply(backend, &device, std::iter::once(x.dtype()).chain(dtypes)) {
+        return None;
+    }
+    Some((
+        gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
+        beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
+    ))
+}
+
 /// The rows of `x` (`[rows, K]`, grouped as `grouping` says) normalized and scaled and shifted
 /// per channel by `γ` and `β` (the constants 1 and 0 where absent) in one fused kernel (flex's,
 /// or on wgpu the GPU's), or `None` when no kernel applies: another backend, a dtype other than
