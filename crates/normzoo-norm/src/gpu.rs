@@ -256,7 +256,6 @@ impl GpuNormBackend for CubeBackend {
         center: bool,
         eps: f64,
     ) -> (CubeTensor, CubeTensor) {
-        let grouping = Grouping::new(groups, channels_per_group, spatial, center, eps);
         let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
         let rows = x.shape()[0];
         let output = empty_like(&x, x.shape());
@@ -271,9 +270,9 @@ impl GpuNormBackend for CubeBackend {
             output.clone().into_tensor_arg(),
             statistics.clone().into_tensor_arg(),
             rows as u32,
-            grouping.groups as u32,
-            grouping.channels_per_group as u32,
-            grouping.spatial as u32,
+            groups as u32,
+            channels_per_group as u32,
+            spatial as u32,
             eps as f32,
             center,
             CUBE_SIZE as usize,
@@ -292,7 +291,6 @@ impl GpuNormBackend for CubeBackend {
         spatial: usize,
         center: bool,
     ) -> CubeTensor {
-        let grouping = Grouping::new(groups, channels_per_group, spatial, center, 0.0);
         let [grad, x, gamma, statistics] = [grad, x, gamma, statistics].map(into_contiguous);
         let rows = x.shape()[0];
         let input_grad = empty_like(&x, x.shape());
@@ -306,9 +304,9 @@ impl GpuNormBackend for CubeBackend {
             statistics.into_tensor_arg(),
             input_grad.clone().into_tensor_arg(),
             rows as u32,
-            grouping.groups as u32,
-            grouping.channels_per_group as u32,
-            grouping.spatial as u32,
+            groups as u32,
+            channels_per_group as u32,
+            spatial as u32,
             center,
             CUBE_SIZE as usize,
             dtype_to_storage_type(x.dtype),

@@ -65,7 +65,7 @@ pub(crate) struct Grouping {
     pub eps: f64,
 }
 
-// Only the fused kernel reads these; a build without flex composes instead.
+// Only the fused kernels read these; a build without flex or wgpu composes instead.
 #[cfg_attr(not(any(feature = "flex", feature = "wgpu")), allow(dead_code))]
 impl Grouping {
     /// The grouping from its parts, as the fused kernel's extension op receives them.
