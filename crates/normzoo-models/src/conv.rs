@@ -920,7 +920,14 @@ mod tests {
         if let (Some(ours), Some(theirs)) = (x_grad, x_ref) {
             assert_close(ours, theirs);
         }
-        assert_close(weight_grad, weight_ref);
+        // Each weight's gradient sums a product over every output position of every image
+        // (thousands), which the two sides add in different orders: an entry that nearly cancels
+        // keeps an error of about 1e-6 of the largest entries, not of its own size.
+        let scale = weight_ref.clone().abs().max().into_scalar::<f32>();
+        weight_grad.into_data().assert_approx_eq::<f32>(
+            &weight_ref.into_data(),
+            Tolerance::rel_abs(1e-4, 1e-5 * scale.max(1.0)),
+        );
         assert_eq!(bias_grad.is_some(), case.bias);
         if let (Some(ours), Some(theirs)) = (bias_grad, bias_ref) {
             ours.into_data()
