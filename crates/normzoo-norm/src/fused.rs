@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::backend::flex_values as values;
-use crate::stats::{Grouping, kernel_affine, kernels_apply};
+use crate::stats::{BatchKernels, Grouping, kernel_affine, kernel_batch_norm};
 
 mod channels_first;
 
@@ -796,26 +796,12 @@ pub(crate) fn try_batch_normalize(
     beta: Tensor<1>,
     eps: f64,
 ) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
-    if !kernels_apply(
-        is_flex,
-        &x.device(),
-        [x.dtype(), gamma.dtype(), beta.dtype()].into_iter(),
-    ) {
-        return None;
-    }
-    let channels = x.dims()[1];
-    let statistics: Tensor<2> = Tensor::from_dispatch(
-        <Dispatch as FusedNormBackend>::channel_statistics(x.clone().into_dispatch()),
-    );
-    let output = Tensor::from_dispatch(<Dispatch as FusedNormBackend>::batch_normalize(
-        x.clone().into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        statistics.clone().into_dispatch(),
-        eps,
-    ));
-    let row = |index: usize| statistics.clone().narrow(0, index, 1).reshape([channels]);
-    Some((output, row(0), row(1)))
+    let kernels = BatchKernels {
+        backend: is_flex,
+        channel_statistics: <Dispatch as FusedNormBackend>::channel_statistics,
+        batch_normalize: <Dispatch as FusedNormBackend>::batch_normalize,
+    };
+    kernel_batch_norm(kernels, x, gamma, beta, eps)
 }
 
 /// `[N, C, S]` of a rank-3 flex tensor.
@@ -970,52 +956,17 @@ fn batch_backward(
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, Distribution, FloatDType};
+    use burn::tensor::{Device, FloatDType};
 
     use super::*;
     use crate::kernel_tests::{
-        assert_all_close, assert_channels_kernel_matches_composed,
+        assert_batch_kernel_matches_composed, assert_channels_kernel_matches_composed,
         assert_rows_kernel_matches_composed, assert_rows_kernel_output_matches_composed, grouping,
     };
 
     #[test]
     fn fused_batch_norm_matches_burns_batch_norm_and_its_gradients() {
-        let device = Device::flex().autodiff();
-        device.seed(13);
-        let normal = |shape: [usize; 3], mean, std| {
-            Tensor::<3>::random(shape, Distribution::Normal(mean, std), &device)
-        };
-        let x = normal([4, 3, 10], 50.0, 2.0);
-        let upstream = normal([4, 3, 10], 0.0, 1.0);
-        let gamma = normal([1, 1, 3], 1.0, 0.5).flatten::<1>(0, 2);
-        let beta = normal([1, 1, 3], 0.0, 0.5).flatten::<1>(0, 2);
-        let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
-        let run = |fused: bool| {
-            let x = x.clone().require_grad();
-            let (gamma, beta) = (gamma.clone().require_grad(), beta.clone().require_grad());
-            let (y, mean, var) = if fused {
-                try_batch_normalize(&x, gamma.clone(), beta.clone(), 1e-5)
-                    .expect("applies to f32 on flex")
-            } else {
-                let result = burn::tensor::module::batch_norm_train(
-                    x.clone(),
-                    gamma.clone(),
-                    beta.clone(),
-                    1e-5,
-                );
-                (result.output, result.mean, result.variance)
-            };
-            let grads = y.clone().mul(upstream.clone()).sum().backward();
-            vec![
-                read(y.flatten(0, 2)),
-                read(x.grad(&grads).unwrap().flatten(0, 2)),
-                read(gamma.grad(&grads).unwrap()),
-                read(beta.grad(&grads).unwrap()),
-                read(mean),
-                read(var),
-            ]
-        };
-        assert_all_close("BatchNorm", &run(false), &run(true));
+        assert_batch_kernel_matches_composed(try_batch_normalize, &Device::flex().autodiff());
     }
 
     #[test]

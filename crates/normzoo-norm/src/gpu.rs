@@ -16,13 +16,23 @@
 //!   around that mean (two passes, as PyTorch's Welford is stable: no `E[x²] − E[x]²`), and
 //!   writes the output and the row's `[μ, r]`;
 //! - `rows_input_grad`: one cube per row sums `g` and `g·x̂` and writes `dx`;
-//! - `channel_sums`: one cube per channel sums `dy·x̂` and `dy` over the channel's values in
-//!   every row: `dγ` and `dβ`.
+//! - `channel_sums`: sums `dy·x̂` and `dy` over each channel's values in every row: `dγ` and
+//!   `dβ`. A channel's values are split into chunks of [`VALUES_PER_CUBE`], one cube each, and
+//!   `combine_sums` adds a channel's chunks where there are several, so that a few channels of
+//!   many values still fill the GPU.
 //!
 //! LayerNorm2d (channels first, `[N, C, P]`) normalizes each position over its `C` values, `P`
 //! apart: there one unit per position computes its statistics, output and `dx` (neighbouring
 //! units read neighbouring positions, so the reads coalesce), and `channel_sums` gives `dγ` and
 //! `dβ` with a statistic per position instead of per row.
+//!
+//! BatchNorm (`[N, C, S]`) takes each channel's statistics over its `N·S` values, typically
+//! many values in few channels. `channel_moments` computes each chunk's mean and sum of squared
+//! deviations (two passes over the chunk), `combine_moments` merges a channel's chunks exactly
+//! (Chan et al.'s pairwise update), and `batch_forward` writes the output, one unit per value.
+//! The backward pass is the row formula with the means over the channel: `channel_sums` gives
+//! `dγ` and `dβ` (a statistic per channel), and `batch_input_grad` writes
+//! `dx = r·γ·(dy − dβ/M − x̂·dγ/M)`, `M = N·S`, one unit per value.
 //!
 //! The sums inside a cube go through shared memory as a tree, in f32 (each unit first adds its
 //! strided share of the row). Only f32 takes these kernels; other dtypes and backends compose.
@@ -46,14 +56,18 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use self::kernels::{
-    channel_sums_kernel, channels_forward_kernel, channels_input_grad_kernel, rows_forward_kernel,
-    rows_input_grad_kernel,
+    batch_forward_kernel, batch_input_grad_kernel, channel_moments_kernel, channel_sums_kernel,
+    channels_forward_kernel, channels_input_grad_kernel, combine_moments_kernel,
+    combine_sums_kernel, rows_forward_kernel, rows_input_grad_kernel,
 };
 
-use crate::stats::{Grouping, kernel_affine};
+use crate::stats::{BatchKernels, Grouping, kernel_affine, kernel_batch_norm};
 
 /// Units per cube: each row (or channel) is summed by this many units, then as a tree.
 const CUBE_SIZE: u32 = 256;
+
+/// Values of one channel a cube sums (16 per unit) before the channel is split over more cubes.
+const VALUES_PER_CUBE: usize = 16 * CUBE_SIZE as usize;
 
 /// Cubes per grid dimension: wgpu allows 65,535, so longer launches wrap onto the next one.
 const MAX_CUBES_PER_DIM: usize = 65_535;
@@ -107,6 +121,23 @@ pub(crate) fn try_normalize_channels(
             eps,
         ),
     ))
+}
+
+/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on the GPU kernels: the output
+/// `x̂·γ + β`, and each channel's batch mean and biased variance (`[C]`, no gradient). `None`
+/// where they do not apply (as [`try_normalize_rows`]).
+pub(crate) fn try_batch_normalize(
+    x: &Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
+    let kernels = BatchKernels {
+        backend: is_cube,
+        channel_statistics: <Dispatch as GpuNormBackend>::channel_statistics,
+        batch_normalize: <Dispatch as GpuNormBackend>::batch_normalize,
+    };
+    kernel_batch_norm(kernels, x, gamma, beta, eps)
 }
 
 /// Whether a device is a CubeCL one (the backend these kernels run on).
@@ -220,6 +251,51 @@ pub(crate) trait GpuNormBackend: Backend {
         channels_per_stat: usize,
         spatial_stride: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Each channel's mean and biased variance over `x` (`[N, C, S]`), as `[2, C]`. Not
+    /// differentiable: [`batch_normalize`](Self::batch_normalize)'s backward pass accounts for
+    /// the statistics' dependence on `x`.
+    #[fusion(meta = |x| TensorSpec::new(Shape::new([2, x.shape[1]]), x.dtype))]
+    fn channel_statistics(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// BatchNorm's `x̂·γ + β` per channel of `x` (`[N, C, S]`), with `statistics` computed by
+    /// [`channel_statistics`](Self::channel_statistics) from the same `x`; differentiable on an
+    /// autodiff device.
+    #[fusion(dtype = x, shape = x)]
+    fn batch_normalize(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The kernel of [`batch_normalize`](Self::batch_normalize): its output, and each channel's
+    /// `[μ, r]` (`[C, 2]`). Not differentiable.
+    #[fusion(meta = |x, _gamma, _beta, _statistics, _eps| (
+        x.clone(),
+        TensorSpec::new(Shape::new([x.shape[1], 2]), x.dtype),
+    ))]
+    fn batch_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `dx` of [`batch_normalize`](Self::batch_normalize) from the output gradient, the forward
+    /// pass's `x`, `γ` and `[μ, r]`, and the channel sums `Σ dy·x̂` and `Σ dy`
+    /// ([`channel_sums`](Self::channel_sums)). Not differentiable.
+    #[fusion(dtype = x, shape = x)]
+    fn batch_input_grad(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        scale_sums: FloatTensor<Self>,
+        shift_sums: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 impl GpuNormBackend for CubeBackend {
@@ -389,27 +465,180 @@ impl GpuNormBackend for CubeBackend {
         spatial_stride: usize,
     ) -> (CubeTensor, CubeTensor) {
         let [grad, x, statistics] = [grad, x, statistics].map(into_contiguous);
-        let scale_sums = empty_like(&x, Shape::new([channels]));
-        let shift_sums = empty_like(&x, Shape::new([channels]));
+        let split = Split::of(samples * spatial);
+        let partials = Shape::new([channels * split.parts]);
+        let scale_sums = empty_like(&x, partials.clone());
+        let shift_sums = empty_like(&x, partials);
         channel_sums_kernel::launch(
             &x.client,
-            grid(channels),
+            grid(channels * split.parts),
             CubeDim::new_1d(CUBE_SIZE),
             grad.into_tensor_arg(),
             x.clone().into_tensor_arg(),
             statistics.into_tensor_arg(),
             scale_sums.clone().into_tensor_arg(),
             shift_sums.clone().into_tensor_arg(),
-            samples as u32,
             channels as u32,
             spatial as u32,
             stats_per_sample as u32,
             channels_per_stat as u32,
             spatial_stride as u32,
+            split.count as u32,
+            VALUES_PER_CUBE as u32,
+            split.parts as u32,
             CUBE_SIZE as usize,
             dtype_to_storage_type(x.dtype),
         );
-        (scale_sums, shift_sums)
+        if split.parts == 1 {
+            return (scale_sums, shift_sums);
+        }
+        let [scale, shift] =
+            [Shape::new([channels]), Shape::new([channels])].map(|shape| empty_like(&x, shape));
+        combine_sums_kernel::launch(
+            &x.client,
+            grid(channels.div_ceil(CUBE_SIZE as usize)),
+            CubeDim::new_1d(CUBE_SIZE),
+            scale_sums.into_tensor_arg(),
+            shift_sums.into_tensor_arg(),
+            scale.clone().into_tensor_arg(),
+            shift.clone().into_tensor_arg(),
+            channels as u32,
+            split.parts as u32,
+            dtype_to_storage_type(x.dtype),
+        );
+        (scale, shift)
+    }
+
+    fn channel_statistics(x: CubeTensor) -> CubeTensor {
+        let x = into_contiguous(x);
+        let [samples, channels, spatial] = x.shape().dims::<3>();
+        let split = Split::of(samples * spatial);
+        let partials = Shape::new([channels * split.parts]);
+        let means = empty_like(&x, partials.clone());
+        let squares = empty_like(&x, partials);
+        channel_moments_kernel::launch(
+            &x.client,
+            grid(channels * split.parts),
+            CubeDim::new_1d(CUBE_SIZE),
+            x.clone().into_tensor_arg(),
+            means.clone().into_tensor_arg(),
+            squares.clone().into_tensor_arg(),
+            channels as u32,
+            spatial as u32,
+            split.count as u32,
+            VALUES_PER_CUBE as u32,
+            split.parts as u32,
+            CUBE_SIZE as usize,
+            dtype_to_storage_type(x.dtype),
+        );
+        let statistics = empty_like(&x, Shape::new([2, channels]));
+        combine_moments_kernel::launch(
+            &x.client,
+            grid(channels.div_ceil(CUBE_SIZE as usize)),
+            CubeDim::new_1d(CUBE_SIZE),
+            means.into_tensor_arg(),
+            squares.into_tensor_arg(),
+            statistics.clone().into_tensor_arg(),
+            channels as u32,
+            split.count as u32,
+            VALUES_PER_CUBE as u32,
+            split.parts as u32,
+            dtype_to_storage_type(x.dtype),
+        );
+        statistics
+    }
+
+    fn batch_normalize(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        statistics: CubeTensor,
+        eps: f64,
+    ) -> CubeTensor {
+        Self::batch_forward(x, gamma, beta, statistics, eps).0
+    }
+
+    fn batch_forward(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        statistics: CubeTensor,
+        eps: f64,
+    ) -> (CubeTensor, CubeTensor) {
+        let [x, gamma, beta, statistics] = [x, gamma, beta, statistics].map(into_contiguous);
+        let [_, channels, spatial] = x.shape().dims::<3>();
+        let len = x.shape().num_elements();
+        let output = empty_like(&x, x.shape());
+        let scale = empty_like(&x, Shape::new([channels, 2]));
+        batch_forward_kernel::launch(
+            &x.client,
+            grid(len.div_ceil(CUBE_SIZE as usize)),
+            CubeDim::new_1d(CUBE_SIZE),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            statistics.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            scale.clone().into_tensor_arg(),
+            len as u32,
+            channels as u32,
+            spatial as u32,
+            eps as f32,
+            dtype_to_storage_type(x.dtype),
+        );
+        (output, scale)
+    }
+
+    fn batch_input_grad(
+        grad: CubeTensor,
+        x: CubeTensor,
+        gamma: CubeTensor,
+        statistics: CubeTensor,
+        scale_sums: CubeTensor,
+        shift_sums: CubeTensor,
+    ) -> CubeTensor {
+        let [grad, x, gamma, statistics, scale_sums, shift_sums] =
+            [grad, x, gamma, statistics, scale_sums, shift_sums].map(into_contiguous);
+        let [samples, channels, spatial] = x.shape().dims::<3>();
+        let len = x.shape().num_elements();
+        let input_grad = empty_like(&x, x.shape());
+        batch_input_grad_kernel::launch(
+            &x.client,
+            grid(len.div_ceil(CUBE_SIZE as usize)),
+            CubeDim::new_1d(CUBE_SIZE),
+            grad.into_tensor_arg(),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            statistics.into_tensor_arg(),
+            scale_sums.into_tensor_arg(),
+            shift_sums.into_tensor_arg(),
+            input_grad.clone().into_tensor_arg(),
+            len as u32,
+            channels as u32,
+            spatial as u32,
+            (samples * spatial) as f32,
+            dtype_to_storage_type(x.dtype),
+        );
+        input_grad
+    }
+}
+
+/// How a channel's values (`N·S` of them in `[N, C, S]`) are split over cubes: in consecutive
+/// chunks of [`VALUES_PER_CUBE`], so that a few channels of many values still fill the GPU.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// The values per channel.
+    count: usize,
+    /// The cubes per channel.
+    parts: usize,
+}
+
+impl Split {
+    fn of(count: usize) -> Self {
+        Self {
+            count,
+            parts: count.div_ceil(VALUES_PER_CUBE).max(1),
+        }
     }
 }
 
@@ -569,6 +798,64 @@ impl<C: CheckpointStrategy> GpuNormBackend for Autodiff<Cube, C> {
         );
         (Self::from_inner(scale), Self::from_inner(shift))
     }
+
+    fn channel_statistics(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(Cube::channel_statistics(x.into_primitive()))
+    }
+
+    fn batch_normalize(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let [samples, channels, spatial] = x.primitive().shape().dims::<3>();
+        let layout = Layout::Batch {
+            samples,
+            channels,
+            spatial,
+        };
+        let statistics = statistics.into_primitive();
+        recorded::<C>(layout, [x, gamma, beta], |x, gamma, beta| {
+            Cube::batch_forward(x, gamma, beta, statistics, eps)
+        })
+    }
+
+    fn batch_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, scale) = Cube::batch_forward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            statistics.into_primitive(),
+            eps,
+        );
+        (Self::from_inner(output), Self::from_inner(scale))
+    }
+
+    fn batch_input_grad(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        scale_sums: FloatTensor<Self>,
+        shift_sums: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(Cube::batch_input_grad(
+            grad.into_primitive(),
+            x.into_primitive(),
+            gamma.into_primitive(),
+            statistics.into_primitive(),
+            scale_sums.into_primitive(),
+            shift_sums.into_primitive(),
+        ))
+    }
 }
 
 /// Runs a forward `kernel` (output and statistics) on `x`, `γ` and `β`, and when any of the
@@ -614,16 +901,30 @@ enum Layout {
         channels: usize,
         positions: usize,
     },
+    /// `[N, C, S]`, each channel with its own statistics over its `N·S` values (BatchNorm).
+    Batch {
+        samples: usize,
+        channels: usize,
+        spatial: usize,
+    },
 }
 
 impl Layout {
-    /// `dx` from the output gradient and the forward pass's `x`, `γ` and statistics.
+    /// Whether [`input_grad`](Self::input_grad) takes the [`affine_grads`](Self::affine_grads):
+    /// BatchNorm's `dx` is built from its channels' sums, the others' from their rows'.
+    fn input_grad_takes_affine_grads(self) -> bool {
+        matches!(self, Self::Batch { .. })
+    }
+
+    /// `dx` from the output gradient and the forward pass's `x`, `γ` and statistics (and for
+    /// BatchNorm the [`affine_grads`](Self::affine_grads)).
     fn input_grad(
         self,
         grad: FloatTensor<Cube>,
         x: FloatTensor<Cube>,
         gamma: FloatTensor<Cube>,
         statistics: FloatTensor<Cube>,
+        affine_grads: Option<(FloatTensor<Cube>, FloatTensor<Cube>)>,
     ) -> FloatTensor<Cube> {
         match self {
             Self::Rows(grouping) => Cube::rows_input_grad(
@@ -637,6 +938,11 @@ impl Layout {
                 grouping.center,
             ),
             Self::ChannelsFirst { .. } => Cube::channels_input_grad(grad, x, gamma, statistics),
+            Self::Batch { .. } => {
+                let (scale_sums, shift_sums) =
+                    affine_grads.expect("BatchNorm's dx is built from dγ and dβ");
+                Cube::batch_input_grad(grad, x, gamma, statistics, scale_sums, shift_sums)
+            }
         }
     }
 
@@ -672,6 +978,11 @@ impl Layout {
                 channels,
                 positions,
             } => [samples, channels, positions, positions, channels, 1],
+            Self::Batch {
+                samples,
+                channels,
+                spatial,
+            } => [samples, channels, spatial, 0, 1, 0],
         };
         Cube::channel_sums(
             grad,
@@ -696,16 +1007,16 @@ struct NormSaved {
     layout: Layout,
 }
 
-/// The backward step of [`GpuNormBackend::normalize_rows`] and
-/// [`GpuNormBackend::normalize_channels`].
+/// The backward step of [`GpuNormBackend::normalize_rows`],
+/// [`GpuNormBackend::normalize_channels`] and [`GpuNormBackend::batch_normalize`].
 #[derive(Debug)]
 struct NormBackward;
 
 impl Backward<Cube, 3> for NormBackward {
     type State = NormSaved;
 
-    /// Computes the gradients of the tracked parents only: `dx` by one kernel, `dγ` and `dβ`
-    /// together by another.
+    /// Computes the gradients of the tracked parents only: `dγ` and `dβ` together by one kernel
+    /// (also for BatchNorm's `dx`, which is built from them), `dx` by another.
     fn backward(
         self,
         ops: Ops<Self::State, 3>,
@@ -720,9 +1031,11 @@ impl Backward<Cube, 3> for NormBackward {
             layout,
         } = ops.state;
         let [x_node, gamma_node, beta_node] = ops.parents;
-        if gamma_node.is_some() || beta_node.is_some() {
-            let (gamma_grad, beta_grad) =
-                layout.affine_grads(grad.clone(), x.clone(), statistics.clone());
+        let affine_tracked = gamma_node.is_some() || beta_node.is_some();
+        let input_needs_affine = x_node.is_some() && layout.input_grad_takes_affine_grads();
+        let affine_grads = (affine_tracked || input_needs_affine)
+            .then(|| layout.affine_grads(grad.clone(), x.clone(), statistics.clone()));
+        if let Some((gamma_grad, beta_grad)) = affine_grads.clone() {
             if let Some(node) = gamma_node {
                 grads.register::<Cube>(node.id, gamma_grad);
             }
@@ -731,7 +1044,7 @@ impl Backward<Cube, 3> for NormBackward {
             }
         }
         if let Some(node) = x_node {
-            let x_grad = layout.input_grad(grad, x, gamma, statistics);
+            let x_grad = layout.input_grad(grad, x, gamma, statistics, affine_grads);
             grads.register::<Cube>(node.id, x_grad);
         }
     }
@@ -971,9 +1284,29 @@ mod kernels {
         }
     }
 
-    /// `channel_sums`: cube `c` sums `dy·x̂` and `dy` over channel `c`'s values, `x` read as
-    /// `[samples, channels, spatial]` and the `[μ, r]` of value `(n, c, s)` at
-    /// `n·stats_per_sample + c / channels_per_stat + s·spatial_stride`.
+    /// Where `[N, C, S]` holds value `j` (of `N·S`) of channel `channel`.
+    #[cube]
+    fn channel_value(j: usize, channel: usize, channels: usize, spatial: usize) -> usize {
+        ((j / spatial) * channels + channel) * spatial + j % spatial
+    }
+
+    /// The channel, and the first and one-past-the-last of its values, that cube `cube` sums
+    /// when each channel's `count` values are split into `parts` chunks of `chunk`.
+    #[cube]
+    fn channel_chunk(cube: usize, count: u32, chunk: u32, parts: u32) -> (usize, usize, usize) {
+        let parts = parts as usize;
+        let start = (cube % parts) * chunk as usize;
+        let mut end = start + chunk as usize;
+        if end > count as usize {
+            end = count as usize;
+        }
+        (cube / parts, start, end)
+    }
+
+    /// `channel_sums`: cube `k` sums `dy·x̂` and `dy` over chunk `k % parts` of channel
+    /// `k / parts`'s values (see `channel_chunk`), `x` read as `[samples, channels, spatial]` and
+    /// the `[μ, r]` of value `(n, c, s)` at `n·stats_per_sample + c / channels_per_stat +
+    /// s·spatial_stride`. The sums of a channel's chunks are its `parts` consecutive outputs.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn channel_sums_kernel<F: Float>(
@@ -982,35 +1315,36 @@ mod kernels {
         statistics: &Tensor<F>,
         scale_sums: &mut Tensor<F>,
         shift_sums: &mut Tensor<F>,
-        samples: u32,
         channels: u32,
         spatial: u32,
         stats_per_sample: u32,
         channels_per_stat: u32,
         spatial_stride: u32,
+        count: u32,
+        chunk: u32,
+        parts: u32,
         #[comptime] cube_size: usize,
         #[define(F)] _dtype: ElemType,
     ) {
-        let channel = CUBE_POS;
+        let cube = CUBE_POS;
         let channels = channels as usize;
-        if channel >= channels {
+        if cube >= channels * parts as usize {
             terminate!();
         }
+        let (channel, start, end) = channel_chunk(cube, count, chunk, parts);
         let spatial = spatial as usize;
         let stats_per_sample = stats_per_sample as usize;
         let spatial_stride = spatial_stride as usize;
         let channel_stat = channel / channels_per_stat as usize;
-        let count = samples as usize * spatial;
         let unit = UNIT_POS as usize;
 
         let mut partial_scale = F::new(0.0);
         let mut partial_shift = F::new(0.0);
-        let mut j = unit;
-        while j < count {
-            let sample = j / spatial;
+        let mut j = start + unit;
+        while j < end {
+            let index = channel_value(j, channel, channels, spatial);
             let s = j % spatial;
-            let index = (sample * channels + channel) * spatial + s;
-            let stat = (sample * stats_per_sample + channel_stat + s * spatial_stride) * 2;
+            let stat = ((j / spatial) * stats_per_sample + channel_stat + s * spatial_stride) * 2;
             let dy = grad[index];
             partial_scale += dy * (x[index] - statistics[stat]) * statistics[stat + 1];
             partial_shift += dy;
@@ -1019,9 +1353,191 @@ mod kernels {
         let scale = sum_over_cube::<F>(partial_scale, cube_size);
         let shift = sum_over_cube::<F>(partial_shift, cube_size);
         if unit == 0 {
-            scale_sums[channel] = scale;
-            shift_sums[channel] = shift;
+            scale_sums[cube] = scale;
+            shift_sums[cube] = shift;
         }
+    }
+
+    /// `combine_sums`: unit `c` adds channel `c`'s `parts` partial sums of `channel_sums`.
+    #[cube(launch)]
+    pub(super) fn combine_sums_kernel<F: Float>(
+        scale_partials: &Tensor<F>,
+        shift_partials: &Tensor<F>,
+        scale_sums: &mut Tensor<F>,
+        shift_sums: &mut Tensor<F>,
+        channels: u32,
+        parts: u32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let channel = CUBE_POS * CUBE_DIM as usize + UNIT_POS as usize;
+        if channel >= channels as usize {
+            terminate!();
+        }
+        let parts = parts as usize;
+        let mut scale = F::new(0.0);
+        let mut shift = F::new(0.0);
+        for part in 0..parts {
+            scale += scale_partials[channel * parts + part];
+            shift += shift_partials[channel * parts + part];
+        }
+        scale_sums[channel] = scale;
+        shift_sums[channel] = shift;
+    }
+
+    /// `channel_moments`: cube `k` computes the mean of chunk `k % parts` of channel
+    /// `k / parts`'s values in `x` (`[N, C, S]`, see `channel_chunk`) and the sum of squared
+    /// deviations from it (two passes over the chunk).
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn channel_moments_kernel<F: Float>(
+        x: &Tensor<F>,
+        means: &mut Tensor<F>,
+        squares: &mut Tensor<F>,
+        channels: u32,
+        spatial: u32,
+        count: u32,
+        chunk: u32,
+        parts: u32,
+        #[comptime] cube_size: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let cube = CUBE_POS;
+        let channels = channels as usize;
+        if cube >= channels * parts as usize {
+            terminate!();
+        }
+        let (channel, start, end) = channel_chunk(cube, count, chunk, parts);
+        let spatial = spatial as usize;
+        let unit = UNIT_POS as usize;
+        let values = F::cast_from((end - start) as f32);
+
+        // Summed around the channel's first value: values far from 0 against their spread
+        // would lose the mean's low digits in a plain f32 sum.
+        let shift = x[channel * spatial];
+        let mut partial = F::new(0.0);
+        let mut j = start + unit;
+        while j < end {
+            partial += x[channel_value(j, channel, channels, spatial)] - shift;
+            j += cube_size;
+        }
+        let mean = shift + sum_over_cube::<F>(partial, cube_size) / values;
+        let mut partial = F::new(0.0);
+        let mut j = start + unit;
+        while j < end {
+            let deviation = x[channel_value(j, channel, channels, spatial)] - mean;
+            partial += deviation * deviation;
+            j += cube_size;
+        }
+        let sum_of_squares = sum_over_cube::<F>(partial, cube_size);
+        if unit == 0 {
+            means[cube] = mean;
+            squares[cube] = sum_of_squares;
+        }
+    }
+
+    /// `combine_moments`: unit `c` merges channel `c`'s `parts` chunk means and sums of squared
+    /// deviations (Chan et al.'s pairwise update, exact and stable) into its mean and biased
+    /// variance, written as `statistics[0][c]` and `statistics[1][c]` (`[2, C]`).
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn combine_moments_kernel<F: Float>(
+        means: &Tensor<F>,
+        squares: &Tensor<F>,
+        statistics: &mut Tensor<F>,
+        channels: u32,
+        count: u32,
+        chunk: u32,
+        parts: u32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let channel = CUBE_POS * CUBE_DIM as usize + UNIT_POS as usize;
+        let channels = channels as usize;
+        if channel >= channels {
+            terminate!();
+        }
+        let mut values = F::new(0.0);
+        let mut mean = F::new(0.0);
+        let mut sum_of_squares = F::new(0.0);
+        for part in 0..parts as usize {
+            let (_, start, end) =
+                channel_chunk(channel * parts as usize + part, count, chunk, parts);
+            let part_values = F::cast_from((end - start) as f32);
+            let part_mean = means[channel * parts as usize + part];
+            let total = values + part_values;
+            let delta = part_mean - mean;
+            mean += delta * part_values / total;
+            sum_of_squares += squares[channel * parts as usize + part]
+                + delta * delta * values * part_values / total;
+            values = total;
+        }
+        statistics[channel] = mean;
+        statistics[channels + channel] = sum_of_squares / values;
+    }
+
+    /// `batch_forward`: unit `i` writes value `i` of BatchNorm's output from `x` (`[N, C, S]`)
+    /// and the `[2, C]` mean and biased variance; units `c < C` also write channel `c`'s
+    /// `[μ, r]` (`[C, 2]`) for the backward pass.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn batch_forward_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        moments: &Tensor<F>,
+        output: &mut Tensor<F>,
+        statistics: &mut Tensor<F>,
+        len: u32,
+        channels: u32,
+        spatial: u32,
+        eps: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let index = CUBE_POS * CUBE_DIM as usize + UNIT_POS as usize;
+        if index >= len as usize {
+            terminate!();
+        }
+        let channels = channels as usize;
+        let channel = (index / spatial as usize) % channels;
+        let mean = moments[channel];
+        let rstd = F::new(1.0) / F::sqrt(moments[channels + channel] + F::cast_from(eps));
+        output[index] = (x[index] - mean) * rstd * gamma[channel] + beta[channel];
+        if index < channels {
+            statistics[index * 2] = moments[index];
+            statistics[index * 2 + 1] =
+                F::new(1.0) / F::sqrt(moments[channels + index] + F::cast_from(eps));
+        }
+    }
+
+    /// `batch_input_grad`: unit `i` writes value `i` of `dx = r·γ·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)`,
+    /// `M = N·S` (`count`), from channel `c`'s `[μ, r]` and sums.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn batch_input_grad_kernel<F: Float>(
+        grad: &Tensor<F>,
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        statistics: &Tensor<F>,
+        scale_sums: &Tensor<F>,
+        shift_sums: &Tensor<F>,
+        input_grad: &mut Tensor<F>,
+        len: u32,
+        channels: u32,
+        spatial: u32,
+        count: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let index = CUBE_POS * CUBE_DIM as usize + UNIT_POS as usize;
+        if index >= len as usize {
+            terminate!();
+        }
+        let channel = (index / spatial as usize) % channels as usize;
+        let count = F::cast_from(count);
+        let mean = statistics[channel * 2];
+        let rstd = statistics[channel * 2 + 1];
+        let xhat = (x[index] - mean) * rstd;
+        input_grad[index] = rstd
+            * gamma[channel]
+            * (grad[index] - shift_sums[channel] / count - xhat * scale_sums[channel] / count);
     }
 }
 
@@ -1032,8 +1548,9 @@ mod tests {
 
     use super::*;
     use crate::kernel_tests::{
-        assert_channels_kernel_matches_composed, assert_rows_kernel_matches_composed,
-        assert_rows_kernel_output_matches_composed, composed, grouping,
+        assert_batch_kernel_matches_composed, assert_channels_kernel_matches_composed,
+        assert_rows_kernel_matches_composed, assert_rows_kernel_output_matches_composed, composed,
+        grouping,
     };
 
     fn wgpu() -> Device {
@@ -1043,6 +1560,11 @@ mod tests {
     #[test]
     fn gpu_rows_match_the_composed_ops_and_their_gradients() {
         assert_rows_kernel_matches_composed(try_normalize_rows, &wgpu().autodiff());
+    }
+
+    #[test]
+    fn gpu_batch_norm_matches_burns_batch_norm_and_its_gradients() {
+        assert_batch_kernel_matches_composed(try_batch_normalize, &wgpu().autodiff());
     }
 
     #[test]

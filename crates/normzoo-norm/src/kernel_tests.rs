@@ -3,7 +3,7 @@
 //! runs in f64 on flex, so that it is exact next to any f32 kernel: an f32 reference on a GPU
 //! carries rounding of its own as large as the tolerance.
 
-use burn::tensor::{Device, Distribution, FloatDType, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 
 use crate::stats::{Grouping, rms_normalize, scale_shift, standardize};
 
@@ -121,6 +121,12 @@ pub(crate) fn assert_rows_kernel_matches_composed(kernel: RowKernel, device: &De
         ("LayerNorm, 40 rows", grouping(1, 24, 1, true), 40),
         // Rows longer than the units that share one (256 on the GPU).
         ("LayerNorm, 600 wide", grouping(1, 600, 1, true), 3),
+        // More values per channel (2·5,000) than one GPU cube sums for dγ, dβ.
+        (
+            "InstanceNorm, 5,000 positions",
+            grouping(2, 1, 5000, true),
+            2,
+        ),
         // GroupNorm of [N, C] features: one value per channel, several groups.
         (
             "GroupNorm, one value per channel",
@@ -218,4 +224,71 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernel: ChannelsKernel, de
         };
         assert_all_close(&format!("LayerNorm2d {shape:?}"), &run(false), &run(true));
     }
+}
+
+/// A BatchNorm kernel: `try_batch_normalize` of flex or of the GPU.
+pub(crate) type BatchKernel =
+    fn(&Tensor<3>, Tensor<1>, Tensor<1>, f64) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)>;
+
+/// Asserts `kernel` on `device` (an autodiff device) matches burn's `batch_norm_train` (output,
+/// every gradient, batch mean and biased variance), also where a channel's values are split
+/// over several GPU cubes, and where `x` alone or `γ` and `β` alone are tracked.
+pub(crate) fn assert_batch_kernel_matches_composed(kernel: BatchKernel, device: &Device) {
+    // [N, C, S]: a few values per channel; 9,000 per channel (three cubes' chunks on the GPU,
+    // the last one partial); one value per sample (BatchNorm1d of `[N, C]`).
+    for shape in [[4, 3, 10], [3, 2, 3000], [6, 5, 1]] {
+        device.seed(13);
+        let normal = |shape: [usize; 3], mean, std| {
+            Tensor::<3>::random(shape, Distribution::Normal(mean, std), device)
+        };
+        // A mean far from 0 against the spread checks the statistics do not cancel; a step
+        // from one sample to the next, that a channel's chunks (on the GPU) differ in mean.
+        let [samples, channels, _] = shape;
+        let steps = Tensor::<1, Int>::arange(0..samples as i64, device)
+            .float()
+            .reshape([samples, 1, 1]);
+        let x = normal(shape, 50.0, 2.0) + steps;
+        let upstream = normal(shape, 0.0, 1.0);
+        let gamma = normal([1, 1, channels], 1.0, 0.5).flatten::<1>(0, 2);
+        let beta = normal([1, 1, channels], 0.0, 0.5).flatten::<1>(0, 2);
+        for (track_input, track_affine) in [(true, true), (true, false), (false, true)] {
+            let run = |fused: bool| {
+                let x = tracked(prepared(&x, !fused), track_input);
+                let upstream = prepared(&upstream, !fused);
+                let gamma = tracked(prepared(&gamma, !fused), track_affine);
+                let beta = tracked(prepared(&beta, !fused), track_affine);
+                let (y, mean, var) = if fused {
+                    kernel(&x, gamma.clone(), beta.clone(), 1e-5)
+                        .expect("the kernel applies to f32 on its backend")
+                } else {
+                    let result = burn::tensor::module::batch_norm_train(
+                        x.clone(),
+                        gamma.clone(),
+                        beta.clone(),
+                        1e-5,
+                    );
+                    (result.output, result.mean, result.variance)
+                };
+                let grads = y.clone().mul(upstream).sum().backward();
+                let grad = |tensor: &Tensor<1>| {
+                    read(tensor.grad(&grads).unwrap_or_else(|| tensor.zeros_like()))
+                };
+                vec![
+                    read(y),
+                    read(x.grad(&grads).unwrap_or_else(|| x.zeros_like())),
+                    grad(&gamma),
+                    grad(&beta),
+                    read(mean),
+                    read(var),
+                ]
+            };
+            let name = format!("BatchNorm {shape:?}, x tracked {track_input}, γ β {track_affine}");
+            assert_all_close(&name, &run(false), &run(true));
+        }
+    }
+}
+
+/// `tensor`, tracked by autodiff when `track` is.
+fn tracked<const D: usize>(tensor: Tensor<D>, track: bool) -> Tensor<D> {
+    if track { tensor.require_grad() } else { tensor }
 }

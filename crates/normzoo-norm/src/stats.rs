@@ -6,6 +6,8 @@
 //! LayerNorm and RmsNorm) and calls into this module; no layer repeats a reduction.
 
 use burn::module::{Param, RunningState};
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+use burn::tensor::DispatchTensor;
 use burn::tensor::module::{batch_norm, layer_norm};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 
@@ -173,9 +175,9 @@ pub(crate) fn fused_channels(
     None
 }
 
-/// BatchNorm with batch statistics over `x` (`[N, C, S]`) in fused kernels: the output and each
-/// channel's batch mean and biased variance, or `None` where no kernel applies (as for
-/// [`fused_rows`]).
+/// BatchNorm with batch statistics over `x` (`[N, C, S]`) in fused kernels (flex's, or on wgpu
+/// the GPU's): the output and each channel's batch mean and biased variance, or `None` where no
+/// kernel applies (as for [`fused_rows`]).
 pub(crate) fn fused_batch_norm(
     x: &Tensor<3>,
     gamma: Tensor<1>,
@@ -183,14 +185,56 @@ pub(crate) fn fused_batch_norm(
     eps: f64,
 ) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
     #[cfg(feature = "flex")]
-    {
-        crate::fused::try_batch_normalize(x, gamma, beta, eps)
+    if let Some(result) = crate::fused::try_batch_normalize(x, gamma.clone(), beta.clone(), eps) {
+        return Some(result);
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (x, gamma, beta, eps);
-        None
+    #[cfg(feature = "wgpu")]
+    if let Some(result) = crate::gpu::try_batch_normalize(x, gamma.clone(), beta.clone(), eps) {
+        return Some(result);
     }
+    let _ = (x, gamma, beta, eps);
+    None
+}
+
+/// One backend's BatchNorm operations, as its extension trait declares them.
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+pub(crate) struct BatchKernels {
+    /// Whether a device is the backend's.
+    pub backend: fn(&burn::backend::DispatchDevice) -> bool,
+    /// Each channel's mean and biased variance over `x` (`[N, C, S]`), as `[2, C]`.
+    pub channel_statistics: fn(DispatchTensor) -> DispatchTensor,
+    /// `x̂·γ + β` per channel of `x`, `γ`, `β` with those statistics and `ε`; differentiable.
+    pub batch_normalize:
+        fn(DispatchTensor, DispatchTensor, DispatchTensor, DispatchTensor, f64) -> DispatchTensor,
+}
+
+/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on `kernels`: the output and each
+/// channel's batch mean and biased variance (`[C]`, no gradient), or `None` where they do not
+/// apply ([`kernels_apply`]).
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+pub(crate) fn kernel_batch_norm(
+    kernels: BatchKernels,
+    x: &Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
+    let dtypes = [x.dtype(), gamma.dtype(), beta.dtype()].into_iter();
+    if !kernels_apply(kernels.backend, &x.device(), dtypes) {
+        return None;
+    }
+    let channels = x.dims()[1];
+    let statistics: Tensor<2> =
+        Tensor::from_dispatch((kernels.channel_statistics)(x.clone().into_dispatch()));
+    let output = Tensor::from_dispatch((kernels.batch_normalize)(
+        x.clone().into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        statistics.clone().into_dispatch(),
+        eps,
+    ));
+    let row = |index: usize| statistics.clone().narrow(0, index, 1).reshape([channels]);
+    Some((output, row(0), row(1)))
 }
 
 /// `(x − mean) / sqrt(var + eps)` over the last axis, with the statistics it used.
