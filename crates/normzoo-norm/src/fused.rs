@@ -554,7 +554,10 @@ impl GradBuffer {
 }
 
 /// One row of the backward pass: replaces the row's output gradient `grad` by its input
-/// gradient and adds the row's share of `dγ` and `dβ` to `sums`.
+/// gradient and adds the row's share of `dγ` and `dβ` to `sums`. Inlined into
+/// [`vectorized`]'s copies: a function called from them, not inlined, would be compiled for
+/// the baseline instruction set only.
+#[inline(always)]
 fn backward_row(
     grad: &mut [f32],
     x: &[f32],
