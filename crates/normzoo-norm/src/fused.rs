@@ -883,9 +883,14 @@ fn batch_forward(
     let write_run = |run: usize, out: &mut [MaybeUninit<f32>]| {
         let x = &x_values[run * spatial..(run + 1) * spatial];
         let (scale, shift) = (scale[run % channels], shift[run % channels]);
-        for (out, &x) in out.iter_mut().zip(x) {
-            out.write(x * scale + shift);
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (out, &x) in out.iter_mut().zip(x) {
+                    out.write(x * scale + shift);
+                }
+            },
+        );
     };
     // SAFETY: `out` and `x` are the same run of `spatial` values, each written once.
     let (output, _) = unsafe { written_rows(x_values.len(), spatial, write_run) };
@@ -945,9 +950,14 @@ fn batch_backward(
         .enumerate()
         .for_each(|(row, (dy, x))| {
             let (scale, k1, k0) = coefficients[row % channel_count];
-            for (dy, &x) in dy.iter_mut().zip(x) {
-                *dy = *dy * scale + x * k1 + k0;
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (dy, &x) in dy.iter_mut().zip(x) {
+                        *dy = *dy * scale + x * k1 + k0;
+                    }
+                },
+            );
         });
     let (beta_grad, gamma_grad): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
     (
