@@ -32,65 +32,23 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
 };
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::TensorData;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::backend::flex_values as values;
-use crate::stats::{BatchKernels, Grouping, kernel_affine, kernel_batch_norm};
+use crate::stats::{Grouping, Kernels};
 
 mod channels_first;
 
-/// Normalizes the rows of `x` (`[rows, K]`) and scales and shifts by `gamma` and `beta`
-/// (`[channels]`) on the fused kernel, or returns `None` when it does not apply (a backend
-/// other than flex, or a dtype other than f32), for the caller to compose it instead.
-pub(crate) fn try_normalize_rows(
-    x: &Tensor<2>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    grouping: Grouping,
-) -> Option<Tensor<2>> {
-    let (gamma, beta) = kernel_affine(is_flex, x, gamma, beta, grouping.channels())?;
-    let Grouping {
-        groups,
-        channels_per_group,
-        spatial,
-        center,
-        eps,
-    } = grouping;
-    Some(Tensor::from_dispatch(
-        <Dispatch as FusedNormBackend>::normalize_rows(
-            x.clone().into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-            groups,
-            channels_per_group,
-            spatial,
-            center,
-            eps,
-        ),
-    ))
-}
-
-/// Channels-first layer normalization of `x` (`[N, C, P]`: every position normalized over its
-/// `C` channels, then scaled and shifted by `gamma` and `beta`, `[C]`) on the fused kernel, or
-/// `None` where it does not apply (as [`try_normalize_rows`]).
-pub(crate) fn try_normalize_channels(
-    x: &Tensor<3>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    eps: f64,
-) -> Option<Tensor<3>> {
-    let (gamma, beta) = kernel_affine(is_flex, x, gamma, beta, x.dims()[1])?;
-    Some(Tensor::from_dispatch(
-        <Dispatch as FusedNormBackend>::normalize_channels(
-            x.clone().into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-            eps,
-        ),
-    ))
-}
+/// flex's kernels, as `stats` runs them.
+pub(crate) const KERNELS: Kernels = Kernels {
+    backend: is_flex,
+    normalize_rows: <Dispatch as FusedNormBackend>::normalize_rows,
+    normalize_channels: <Dispatch as FusedNormBackend>::normalize_channels,
+    channel_statistics: <Dispatch as FusedNormBackend>::channel_statistics,
+    batch_normalize: <Dispatch as FusedNormBackend>::batch_normalize,
+};
 
 /// Whether a device is flex's (the backend these kernels run on).
 fn is_flex(device: &DispatchDevice) -> bool {
@@ -802,23 +760,6 @@ fn group_channels(row: usize, grouping: Grouping) -> std::ops::Range<usize> {
     start..start + grouping.channels_per_group
 }
 
-/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on the fused kernels: the output
-/// `x̂·γ + β`, and each channel's batch mean and biased variance (`[C]`, no gradient). `None`
-/// where the kernels do not apply (a backend other than flex, or a dtype other than f32).
-pub(crate) fn try_batch_normalize(
-    x: &Tensor<3>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    eps: f64,
-) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
-    let kernels = BatchKernels {
-        backend: is_flex,
-        channel_statistics: <Dispatch as FusedNormBackend>::channel_statistics,
-        batch_normalize: <Dispatch as FusedNormBackend>::batch_normalize,
-    };
-    kernel_batch_norm(kernels, x, gamma, beta, eps)
-}
-
 /// `[N, C, S]` of a rank-3 flex tensor.
 fn dims3(x: &FlexTensor) -> [usize; 3] {
     let shape = x.shape();
@@ -981,7 +922,7 @@ fn batch_backward(
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, FloatDType};
+    use burn::tensor::{Device, FloatDType, Tensor};
 
     use super::*;
     use crate::kernel_tests::{
@@ -991,28 +932,32 @@ mod tests {
 
     #[test]
     fn fused_batch_norm_matches_burns_batch_norm_and_its_gradients() {
-        assert_batch_kernel_matches_composed(try_batch_normalize, &Device::flex().autodiff());
+        assert_batch_kernel_matches_composed(&KERNELS, &Device::flex().autodiff());
     }
 
     #[test]
     fn fused_rows_match_the_composed_ops_and_their_gradients() {
-        assert_rows_kernel_matches_composed(try_normalize_rows, &Device::flex().autodiff());
+        assert_rows_kernel_matches_composed(&KERNELS, &Device::flex().autodiff());
     }
 
     #[test]
     fn fused_channels_first_matches_the_composed_ops_and_their_gradients() {
-        assert_channels_kernel_matches_composed(try_normalize_channels, &Device::flex().autodiff());
+        assert_channels_kernel_matches_composed(&KERNELS, &Device::flex().autodiff());
     }
 
     #[test]
     fn without_autodiff_the_fused_output_is_the_same_also_for_a_transposed_input() {
-        assert_rows_kernel_output_matches_composed(try_normalize_rows, &Device::flex());
+        assert_rows_kernel_output_matches_composed(&KERNELS, &Device::flex());
     }
 
     #[test]
     fn other_dtypes_are_given_back_to_compose() {
         let device = Device::flex();
         let x = Tensor::<2>::ones([2, 4], &device).cast(FloatDType::F64);
-        assert!(try_normalize_rows(&x, None, None, grouping(1, 4, 1, true)).is_none());
+        assert!(
+            KERNELS
+                .rows(&x, None, None, grouping(1, 4, 1, true))
+                .is_none()
+        );
     }
 }

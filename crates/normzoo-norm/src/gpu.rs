@@ -48,7 +48,7 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Cube, Dispatch, DispatchDevice, TensorMetadata,
     backend_extension,
 };
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -61,7 +61,7 @@ use self::kernels::{
     combine_sums_kernel, rows_forward_kernel, rows_input_grad_kernel,
 };
 
-use crate::stats::{BatchKernels, Grouping, kernel_affine, kernel_batch_norm};
+use crate::stats::{Grouping, Kernels};
 
 /// Units per cube: each row (or channel) is summed by this many units, then as a tree.
 const CUBE_SIZE: u32 = 256;
@@ -72,73 +72,14 @@ const VALUES_PER_CUBE: usize = 16 * CUBE_SIZE as usize;
 /// Cubes per grid dimension: wgpu allows 65,535, so longer launches wrap onto the next one.
 const MAX_CUBES_PER_DIM: usize = 65_535;
 
-/// Normalizes the rows of `x` (`[rows, K]`) and scales and shifts by `gamma` and `beta` on the
-/// GPU kernels, or returns `None` where they do not apply (a backend other than a CubeCL one,
-/// or a dtype other than f32), for the caller to compose it instead.
-pub(crate) fn try_normalize_rows(
-    x: &Tensor<2>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    grouping: Grouping,
-) -> Option<Tensor<2>> {
-    let (gamma, beta) = kernel_affine(is_cube, x, gamma, beta, grouping.channels())?;
-    let Grouping {
-        groups,
-        channels_per_group,
-        spatial,
-        center,
-        eps,
-    } = grouping;
-    Some(Tensor::from_dispatch(
-        <Dispatch as GpuNormBackend>::normalize_rows(
-            x.clone().into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-            groups,
-            channels_per_group,
-            spatial,
-            center,
-            eps,
-        ),
-    ))
-}
-
-/// Channels-first layer normalization of `x` (`[N, C, P]`: every position normalized over its
-/// `C` channels, then scaled and shifted by `gamma` and `beta`, `[C]`) on the GPU kernels, or
-/// `None` where they do not apply (as [`try_normalize_rows`]).
-pub(crate) fn try_normalize_channels(
-    x: &Tensor<3>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    eps: f64,
-) -> Option<Tensor<3>> {
-    let (gamma, beta) = kernel_affine(is_cube, x, gamma, beta, x.dims()[1])?;
-    Some(Tensor::from_dispatch(
-        <Dispatch as GpuNormBackend>::normalize_channels(
-            x.clone().into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-            eps,
-        ),
-    ))
-}
-
-/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on the GPU kernels: the output
-/// `x̂·γ + β`, and each channel's batch mean and biased variance (`[C]`, no gradient). `None`
-/// where they do not apply (as [`try_normalize_rows`]).
-pub(crate) fn try_batch_normalize(
-    x: &Tensor<3>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    eps: f64,
-) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
-    let kernels = BatchKernels {
-        backend: is_cube,
-        channel_statistics: <Dispatch as GpuNormBackend>::channel_statistics,
-        batch_normalize: <Dispatch as GpuNormBackend>::batch_normalize,
-    };
-    kernel_batch_norm(kernels, x, gamma, beta, eps)
-}
+/// The GPU's kernels, as `stats` runs them.
+pub(crate) const KERNELS: Kernels = Kernels {
+    backend: is_cube,
+    normalize_rows: <Dispatch as GpuNormBackend>::normalize_rows,
+    normalize_channels: <Dispatch as GpuNormBackend>::normalize_channels,
+    channel_statistics: <Dispatch as GpuNormBackend>::channel_statistics,
+    batch_normalize: <Dispatch as GpuNormBackend>::batch_normalize,
+};
 
 /// Whether a device is a CubeCL one (the backend these kernels run on).
 fn is_cube(device: &DispatchDevice) -> bool {
@@ -1544,7 +1485,7 @@ mod kernels {
 // The tests compare against references computed on flex.
 #[cfg(all(test, feature = "flex"))]
 mod tests {
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::{Device, Distribution, Tensor};
 
     use super::*;
     use crate::kernel_tests::{
@@ -1559,22 +1500,22 @@ mod tests {
 
     #[test]
     fn gpu_rows_match_the_composed_ops_and_their_gradients() {
-        assert_rows_kernel_matches_composed(try_normalize_rows, &wgpu().autodiff());
+        assert_rows_kernel_matches_composed(&KERNELS, &wgpu().autodiff());
     }
 
     #[test]
     fn gpu_batch_norm_matches_burns_batch_norm_and_its_gradients() {
-        assert_batch_kernel_matches_composed(try_batch_normalize, &wgpu().autodiff());
+        assert_batch_kernel_matches_composed(&KERNELS, &wgpu().autodiff());
     }
 
     #[test]
     fn gpu_channels_first_matches_the_composed_ops_and_their_gradients() {
-        assert_channels_kernel_matches_composed(try_normalize_channels, &wgpu().autodiff());
+        assert_channels_kernel_matches_composed(&KERNELS, &wgpu().autodiff());
     }
 
     #[test]
     fn without_autodiff_the_gpu_output_is_the_same_also_for_a_transposed_input() {
-        assert_rows_kernel_output_matches_composed(try_normalize_rows, &wgpu());
+        assert_rows_kernel_output_matches_composed(&KERNELS, &wgpu());
     }
 
     #[test]
@@ -1585,7 +1526,8 @@ mod tests {
         let grouping = grouping(1, 2, 1, true);
         let x = Tensor::<2>::random([rows, 2], Distribution::Default, &device);
         let (gamma, beta) = (Tensor::ones([2], &device), Tensor::zeros([2], &device));
-        let fused = try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+        let fused = KERNELS
+            .rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
             .expect("applies to f32 on wgpu");
         fused.into_data().assert_approx_eq::<f32>(
             &composed(x, gamma, beta, grouping).into_data(),
@@ -1604,7 +1546,8 @@ mod tests {
         let input_grad = |fused: bool| {
             let x = x.clone().require_grad();
             let y = if fused {
-                try_normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+                KERNELS
+                    .rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
                     .expect("applies to f32 on wgpu")
             } else {
                 composed(x.clone(), gamma.clone(), beta.clone(), grouping)
@@ -1619,6 +1562,10 @@ mod tests {
     #[test]
     fn other_backends_are_given_back_to_compose() {
         let x = Tensor::<2>::ones([2, 4], &Device::flex());
-        assert!(try_normalize_rows(&x, None, None, grouping(1, 4, 1, true)).is_none());
+        assert!(
+            KERNELS
+                .rows(&x, None, None, grouping(1, 4, 1, true))
+                .is_none()
+        );
     }
 }

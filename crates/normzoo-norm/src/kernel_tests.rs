@@ -5,11 +5,7 @@
 
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 
-use crate::stats::{Grouping, rms_normalize, scale_shift, standardize};
-
-/// A row kernel: `try_normalize_rows` of flex or of the GPU.
-pub(crate) type RowKernel =
-    fn(&Tensor<2>, Option<Tensor<1>>, Option<Tensor<1>>, Grouping) -> Option<Tensor<2>>;
+use crate::stats::{Grouping, Kernels, rms_normalize, scale_shift, standardize};
 
 /// The same normalization composed of tensor ops (what every other backend runs).
 pub(crate) fn composed(
@@ -83,20 +79,21 @@ fn read<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .unwrap()
 }
 
-/// Output, input gradient, γ gradient and β gradient of `kernel` (or, without one, of the
+/// Output, input gradient, γ gradient and β gradient of `kernels`' rows (or, without one, of the
 /// composed ops in f64).
 fn run(
-    kernel: Option<RowKernel>,
+    kernels: Option<&Kernels>,
     [x, gamma, beta, upstream]: [&Tensor<2>; 4],
     grouping: Grouping,
 ) -> [Vec<f32>; 4] {
-    let reference = kernel.is_none();
+    let reference = kernels.is_none();
     let x = prepared(x, reference).require_grad();
     let upstream = prepared(upstream, reference);
     let gamma = prepared(gamma, reference).flatten::<1>(0, 1).require_grad();
     let beta = prepared(beta, reference).flatten::<1>(0, 1).require_grad();
-    let y = match kernel {
-        Some(kernel) => kernel(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+    let y = match kernels {
+        Some(kernels) => kernels
+            .rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
             .expect("the kernel applies to f32 on its backend"),
         None => composed(x.clone(), gamma.clone(), beta.clone(), grouping),
     };
@@ -109,9 +106,9 @@ fn run(
     ]
 }
 
-/// Asserts `kernel` on `device` (an autodiff device) matches the composed ops and their
+/// Asserts `kernels` on `device` (an autodiff device) matches the composed ops and their
 /// gradients for every normalizer's grouping.
-pub(crate) fn assert_rows_kernel_matches_composed(kernel: RowKernel, device: &Device) {
+pub(crate) fn assert_rows_kernel_matches_composed(kernels: &Kernels, device: &Device) {
     let cases = [
         ("GroupNorm", grouping(4, 3, 5, true), 2),
         ("InstanceNorm", grouping(6, 1, 9, true), 3),
@@ -147,14 +144,14 @@ pub(crate) fn assert_rows_kernel_matches_composed(kernel: RowKernel, device: &De
         let upstream = normal([rows, grouping.row_len()], 0.0, 1.0);
         let inputs = [&x, &gamma, &beta, &upstream];
         let expected = run(None, inputs, grouping);
-        let actual = run(Some(kernel), inputs, grouping);
+        let actual = run(Some(kernels), inputs, grouping);
         assert_all_close(name, &expected, &actual);
     }
 }
 
-/// Asserts `kernel` on `device` (no autodiff) gives the composed output, also for a transposed
+/// Asserts `kernels` on `device` (no autodiff) gives the composed output, also for a transposed
 /// (non-contiguous) input.
-pub(crate) fn assert_rows_kernel_output_matches_composed(kernel: RowKernel, device: &Device) {
+pub(crate) fn assert_rows_kernel_output_matches_composed(kernels: &Kernels, device: &Device) {
     device.seed(3);
     let grouping_2x2 = grouping(2, 2, 6, true);
     let x = Tensor::<2>::random([4, 12], Distribution::Default, device);
@@ -166,7 +163,8 @@ pub(crate) fn assert_rows_kernel_output_matches_composed(kernel: RowKernel, devi
         (x, gamma, beta, grouping_2x2),
         (transposed, ones, zeros, grouping(1, 5, 1, true)),
     ] {
-        let fused = kernel(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+        let fused = kernels
+            .rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
             .expect("the kernel applies to f32 on its backend");
         fused.into_data().assert_approx_eq::<f32>(
             &composed(x, gamma, beta, grouping).into_data(),
@@ -175,13 +173,9 @@ pub(crate) fn assert_rows_kernel_output_matches_composed(kernel: RowKernel, devi
     }
 }
 
-/// A channels-first kernel: `try_normalize_channels` of flex or of the GPU.
-pub(crate) type ChannelsKernel =
-    fn(&Tensor<3>, Option<Tensor<1>>, Option<Tensor<1>>, f64) -> Option<Tensor<3>>;
-
-/// Asserts `kernel` on `device` (an autodiff device) matches LayerNorm over the channels
+/// Asserts `kernels` on `device` (an autodiff device) matches LayerNorm over the channels
 /// (composed, between two transposes) and its gradients.
-pub(crate) fn assert_channels_kernel_matches_composed(kernel: ChannelsKernel, device: &Device) {
+pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device: &Device) {
     // [N, C, P]: pixels in several blocks and a partial one, channels in several f32
     // partial sums and a partial one; a single pixel (ConvNeXt's pooled head); many
     // channels.
@@ -202,7 +196,8 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernel: ChannelsKernel, de
             let gamma = prepared(&gamma, !fused).require_grad();
             let beta = prepared(&beta, !fused).require_grad();
             let y = if fused {
-                kernel(&x, Some(gamma.clone()), Some(beta.clone()), 1e-6)
+                kernels
+                    .channels(&x, Some(gamma.clone()), Some(beta.clone()), 1e-6)
                     .expect("the kernel applies to f32 on its backend")
             } else {
                 let channels_last = x.clone().swap_dims(1, 2);
@@ -226,14 +221,10 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernel: ChannelsKernel, de
     }
 }
 
-/// A BatchNorm kernel: `try_batch_normalize` of flex or of the GPU.
-pub(crate) type BatchKernel =
-    fn(&Tensor<3>, Tensor<1>, Tensor<1>, f64) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)>;
-
-/// Asserts `kernel` on `device` (an autodiff device) matches burn's `batch_norm_train` (output,
+/// Asserts `kernels` on `device` (an autodiff device) matches burn's `batch_norm_train` (output,
 /// every gradient, batch mean and biased variance), also where a channel's values are split
 /// over several GPU cubes, and where `x` alone or `γ` and `β` alone are tracked.
-pub(crate) fn assert_batch_kernel_matches_composed(kernel: BatchKernel, device: &Device) {
+pub(crate) fn assert_batch_kernel_matches_composed(kernels: &Kernels, device: &Device) {
     // [N, C, S]: a few values per channel; 9,000 per channel (three cubes' chunks on the GPU,
     // the last one partial); one value per sample (BatchNorm1d of `[N, C]`).
     for shape in [[4, 3, 10], [3, 2, 3000], [6, 5, 1]] {
@@ -258,7 +249,8 @@ pub(crate) fn assert_batch_kernel_matches_composed(kernel: BatchKernel, device: 
                 let gamma = tracked(prepared(&gamma, !fused), track_affine);
                 let beta = tracked(prepared(&beta, !fused), track_affine);
                 let (y, mean, var) = if fused {
-                    kernel(&x, gamma.clone(), beta.clone(), 1e-5)
+                    kernels
+                        .batch_norm(&x, gamma.clone(), beta.clone(), 1e-5)
                         .expect("the kernel applies to f32 on its backend")
                 } else {
                     let result = burn::tensor::module::batch_norm_train(

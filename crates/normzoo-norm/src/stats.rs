@@ -98,37 +98,140 @@ impl Grouping {
     }
 }
 
-/// Whether a fused kernel runs for tensors on `device` of these dtypes: on the backend
-/// `backend` accepts (with or without autodiff), and f32 only.
+/// One backend's fused kernels, as its extension trait declares them (flex's in
+/// `fused::KERNELS`, the GPU's in `gpu::KERNELS`), with the checks and defaults every caller
+/// of them needs.
 #[cfg(any(feature = "flex", feature = "wgpu"))]
-pub(crate) fn kernels_apply(
-    backend: fn(&burn::backend::DispatchDevice) -> bool,
-    device: &Device,
-    mut dtypes: impl Iterator<Item = DType>,
-) -> bool {
-    backend(device.clone().inner().as_dispatch()) && dtypes.all(|dtype| dtype == DType::F32)
+pub(crate) struct Kernels {
+    /// Whether a device is the backend's (with or without autodiff).
+    pub backend: fn(&burn::backend::DispatchDevice) -> bool,
+    /// `x̂·γ + β` over the rows of `x` (`[rows, K]`), grouped as the arguments of a
+    /// [`Grouping`] say (groups, channels per group, spatial, center, `ε`).
+    #[allow(clippy::type_complexity)]
+    pub normalize_rows: fn(
+        DispatchTensor,
+        DispatchTensor,
+        DispatchTensor,
+        usize,
+        usize,
+        usize,
+        bool,
+        f64,
+    ) -> DispatchTensor,
+    /// `x̂·γ + β` for every position of `x` (`[N, C, P]`), over its `C` channels, with `ε`.
+    pub normalize_channels:
+        fn(DispatchTensor, DispatchTensor, DispatchTensor, f64) -> DispatchTensor,
+    /// Each channel's mean and biased variance over `x` (`[N, C, S]`), as `[2, C]`.
+    pub channel_statistics: fn(DispatchTensor) -> DispatchTensor,
+    /// BatchNorm's `x̂·γ + β` per channel of `x`, `γ`, `β` with those statistics and `ε`.
+    pub batch_normalize:
+        fn(DispatchTensor, DispatchTensor, DispatchTensor, DispatchTensor, f64) -> DispatchTensor,
 }
 
-/// `γ` and `β` for a fused kernel on `x` (the constants 1 and 0 over `channels` where absent),
-/// or `None` where the kernels of `backend` do not apply to `x` and them ([`kernels_apply`]).
 #[cfg(any(feature = "flex", feature = "wgpu"))]
-pub(crate) fn kernel_affine<const D: usize>(
-    backend: fn(&burn::backend::DispatchDevice) -> bool,
-    x: &Tensor<D>,
-    gamma: Option<Tensor<1>>,
-    beta: Option<Tensor<1>>,
-    channels: usize,
-) -> Option<(Tensor<1>, Tensor<1>)> {
-    let device = x.device();
-    let dtypes = gamma.iter().chain(&beta).map(Tensor::dtype);
-    if !kernels_apply(backend, &device, std::iter::once(x.dtype()).chain(dtypes)) {
-        return None;
+impl Kernels {
+    /// [`fused_rows`] on these kernels: `None` where they do not apply ([`Self::apply`]).
+    pub(crate) fn rows(
+        &self,
+        x: &Tensor<2>,
+        gamma: Option<Tensor<1>>,
+        beta: Option<Tensor<1>>,
+        grouping: Grouping,
+    ) -> Option<Tensor<2>> {
+        let (gamma, beta) = self.affine(x, gamma, beta, grouping.channels())?;
+        Some(Tensor::from_dispatch((self.normalize_rows)(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            grouping.groups,
+            grouping.channels_per_group,
+            grouping.spatial,
+            grouping.center,
+            grouping.eps,
+        )))
     }
-    Some((
-        gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
-        beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
-    ))
+
+    /// [`fused_channels`] on these kernels: `None` where they do not apply.
+    pub(crate) fn channels(
+        &self,
+        x: &Tensor<3>,
+        gamma: Option<Tensor<1>>,
+        beta: Option<Tensor<1>>,
+        eps: f64,
+    ) -> Option<Tensor<3>> {
+        let (gamma, beta) = self.affine(x, gamma, beta, x.dims()[1])?;
+        Some(Tensor::from_dispatch((self.normalize_channels)(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            eps,
+        )))
+    }
+
+    /// [`fused_batch_norm`] on these kernels: `None` where they do not apply.
+    pub(crate) fn batch_norm(
+        &self,
+        x: &Tensor<3>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        eps: f64,
+    ) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
+        if !self.apply(x, [&gamma, &beta]) {
+            return None;
+        }
+        let channels = x.dims()[1];
+        let statistics: Tensor<2> =
+            Tensor::from_dispatch((self.channel_statistics)(x.clone().into_dispatch()));
+        let output = Tensor::from_dispatch((self.batch_normalize)(
+            x.clone().into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            statistics.clone().into_dispatch(),
+            eps,
+        ));
+        let row = |index: usize| statistics.clone().narrow(0, index, 1).reshape([channels]);
+        Some((output, row(0), row(1)))
+    }
+
+    /// Whether these kernels run for `x` and its parameters: on their backend, and f32 only.
+    fn apply<'a, const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        params: impl IntoIterator<Item = &'a Tensor<1>>,
+    ) -> bool {
+        (self.backend)(x.device().inner().as_dispatch())
+            && x.dtype() == DType::F32
+            && params.into_iter().all(|param| param.dtype() == DType::F32)
+    }
+
+    /// `γ` and `β` for a kernel on `x` (the constants 1 and 0 over `channels` where absent),
+    /// or `None` where the kernels do not apply to `x` and them.
+    fn affine<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        gamma: Option<Tensor<1>>,
+        beta: Option<Tensor<1>>,
+        channels: usize,
+    ) -> Option<(Tensor<1>, Tensor<1>)> {
+        if !self.apply(x, gamma.iter().chain(&beta)) {
+            return None;
+        }
+        let device = x.device();
+        Some((
+            gamma.unwrap_or_else(|| Tensor::ones([channels], &device)),
+            beta.unwrap_or_else(|| Tensor::zeros([channels], &device)),
+        ))
+    }
 }
+
+/// The kernels this build has, in the order they are tried: flex's, then the GPU's.
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+const COMPILED_KERNELS: &[&Kernels] = &[
+    #[cfg(feature = "flex")]
+    &crate::fused::KERNELS,
+    #[cfg(feature = "wgpu")]
+    &crate::gpu::KERNELS,
+];
 
 /// The rows of `x` (`[rows, K]`, grouped as `grouping` says) normalized and scaled and shifted
 /// per channel by `γ` and `β` (the constants 1 and 0 where absent) in one fused kernel (flex's,
@@ -140,17 +243,17 @@ pub(crate) fn fused_rows(
     beta: Option<Tensor<1>>,
     grouping: Grouping,
 ) -> Option<Tensor<2>> {
-    #[cfg(feature = "flex")]
-    if let Some(output) = crate::fused::try_normalize_rows(x, gamma.clone(), beta.clone(), grouping)
+    #[cfg(any(feature = "flex", feature = "wgpu"))]
     {
-        return Some(output);
+        COMPILED_KERNELS
+            .iter()
+            .find_map(|kernels| kernels.rows(x, gamma.clone(), beta.clone(), grouping))
     }
-    #[cfg(feature = "wgpu")]
-    if let Some(output) = crate::gpu::try_normalize_rows(x, gamma.clone(), beta.clone(), grouping) {
-        return Some(output);
+    #[cfg(not(any(feature = "flex", feature = "wgpu")))]
+    {
+        let _ = (x, gamma, beta, grouping);
+        None
     }
-    let _ = (x, gamma, beta, grouping);
-    None
 }
 
 /// Channels-first layer normalization of `x` (`[N, C, P]`, each position over its `C`
@@ -162,17 +265,17 @@ pub(crate) fn fused_channels(
     beta: Option<Tensor<1>>,
     eps: f64,
 ) -> Option<Tensor<3>> {
-    #[cfg(feature = "flex")]
-    if let Some(output) = crate::fused::try_normalize_channels(x, gamma.clone(), beta.clone(), eps)
+    #[cfg(any(feature = "flex", feature = "wgpu"))]
     {
-        return Some(output);
+        COMPILED_KERNELS
+            .iter()
+            .find_map(|kernels| kernels.channels(x, gamma.clone(), beta.clone(), eps))
     }
-    #[cfg(feature = "wgpu")]
-    if let Some(output) = crate::gpu::try_normalize_channels(x, gamma.clone(), beta.clone(), eps) {
-        return Some(output);
+    #[cfg(not(any(feature = "flex", feature = "wgpu")))]
+    {
+        let _ = (x, gamma, beta, eps);
+        None
     }
-    let _ = (x, gamma, beta, eps);
-    None
 }
 
 /// BatchNorm with batch statistics over `x` (`[N, C, S]`) in fused kernels (flex's, or on wgpu
@@ -184,57 +287,17 @@ pub(crate) fn fused_batch_norm(
     beta: Tensor<1>,
     eps: f64,
 ) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
-    #[cfg(feature = "flex")]
-    if let Some(result) = crate::fused::try_batch_normalize(x, gamma.clone(), beta.clone(), eps) {
-        return Some(result);
+    #[cfg(any(feature = "flex", feature = "wgpu"))]
+    {
+        COMPILED_KERNELS
+            .iter()
+            .find_map(|kernels| kernels.batch_norm(x, gamma.clone(), beta.clone(), eps))
     }
-    #[cfg(feature = "wgpu")]
-    if let Some(result) = crate::gpu::try_batch_normalize(x, gamma.clone(), beta.clone(), eps) {
-        return Some(result);
+    #[cfg(not(any(feature = "flex", feature = "wgpu")))]
+    {
+        let _ = (x, gamma, beta, eps);
+        None
     }
-    let _ = (x, gamma, beta, eps);
-    None
-}
-
-/// One backend's BatchNorm operations, as its extension trait declares them.
-#[cfg(any(feature = "flex", feature = "wgpu"))]
-pub(crate) struct BatchKernels {
-    /// Whether a device is the backend's.
-    pub backend: fn(&burn::backend::DispatchDevice) -> bool,
-    /// Each channel's mean and biased variance over `x` (`[N, C, S]`), as `[2, C]`.
-    pub channel_statistics: fn(DispatchTensor) -> DispatchTensor,
-    /// `x̂·γ + β` per channel of `x`, `γ`, `β` with those statistics and `ε`; differentiable.
-    pub batch_normalize:
-        fn(DispatchTensor, DispatchTensor, DispatchTensor, DispatchTensor, f64) -> DispatchTensor,
-}
-
-/// BatchNorm with batch statistics over `x` (`[N, C, S]`) on `kernels`: the output and each
-/// channel's batch mean and biased variance (`[C]`, no gradient), or `None` where they do not
-/// apply ([`kernels_apply`]).
-#[cfg(any(feature = "flex", feature = "wgpu"))]
-pub(crate) fn kernel_batch_norm(
-    kernels: BatchKernels,
-    x: &Tensor<3>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    eps: f64,
-) -> Option<(Tensor<3>, Tensor<1>, Tensor<1>)> {
-    let dtypes = [x.dtype(), gamma.dtype(), beta.dtype()].into_iter();
-    if !kernels_apply(kernels.backend, &x.device(), dtypes) {
-        return None;
-    }
-    let channels = x.dims()[1];
-    let statistics: Tensor<2> =
-        Tensor::from_dispatch((kernels.channel_statistics)(x.clone().into_dispatch()));
-    let output = Tensor::from_dispatch((kernels.batch_normalize)(
-        x.clone().into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        statistics.clone().into_dispatch(),
-        eps,
-    ));
-    let row = |index: usize| statistics.clone().narrow(0, index, 1).reshape([channels]);
-    Some((output, row(0), row(1)))
 }
 
 /// `(x − mean) / sqrt(var + eps)` over the last axis, with the statistics it used.
