@@ -404,6 +404,8 @@ impl AffineGrads {
     }
 
     /// Counts a row added into the partial sums, and moves them into the totals when full.
+    /// Inlined, like [`AffineGrads::flush`], into [`vectorized`]'s copies of the backward pass.
+    #[inline(always)]
     fn row_done(&mut self) {
         self.partial_rows += 1;
         if self.partial_rows == ROWS_PER_PARTIAL {
@@ -411,14 +413,17 @@ impl AffineGrads {
         }
     }
 
+    #[inline(always)]
     fn flush(&mut self) {
-        let totals = self.gamma.iter_mut().chain(self.beta.iter_mut());
-        let partials = self
-            .partial_gamma
-            .iter_mut()
-            .chain(self.partial_beta.iter_mut());
-        for (total, partial) in totals.zip(partials) {
-            *total += f64::from(std::mem::take(partial));
+        let sums = [
+            (&mut self.gamma, &mut self.partial_gamma),
+            (&mut self.beta, &mut self.partial_beta),
+        ];
+        for (totals, partials) in sums {
+            for (total, partial) in totals.iter_mut().zip(partials.iter_mut()) {
+                *total += f64::from(*partial);
+                *partial = 0.0;
+            }
         }
         self.partial_rows = 0;
     }
@@ -528,24 +533,36 @@ fn backward_row(
     let (mean, rstd) = (stats[0], stats[1]);
     let channels = group_channels(row, grouping);
     let gamma = &gamma[channels.clone()];
-    // Pass 1: Σ g and Σ g·x̂ over the row (g = dy·γ), and the row's share of dγ = Σ dy·x̂ and
-    // dβ = Σ dy.
-    let (sum_g, sum_g_xhat) = if grouping.spatial == 1 {
-        // One channel per value (LayerNorm, RMSNorm): one pass in LANES-wide chunks, in f32
-        // (the row is normalized, so nothing large cancels).
+    let width = grad.len() as f64;
+    // dx = r·γ·dy − r·mean(g) − r·x̂·mean(g·x̂), written as dy·(r·γ) + x·k₁ + k₀.
+    let coefficients = |sum_g: f64, sum_g_xhat: f64| {
+        let mean_g = if grouping.center { sum_g / width } else { 0.0 };
+        let mean_g_xhat = sum_g_xhat / width;
+        let (r, mu) = (f64::from(rstd), f64::from(mean));
+        let k1 = (-r * r * mean_g_xhat) as f32;
+        let k0 = (-r * mean_g + mu * r * r * mean_g_xhat) as f32;
+        (k1, k0)
+    };
+    if grouping.spatial == 1 {
+        // One channel per value (LayerNorm, RMSNorm): pass 1 sums Σ g and Σ g·x̂ (g = dy·γ),
+        // pass 2 adds the row's dγ = Σ dy·x̂ and dβ = Σ dy into the partial sums as it
+        // overwrites dy with dx.
+        let (sum_g, sum_g_xhat) = row_sums(grad, x, gamma, mean, rstd);
+        let (k1, k0) = coefficients(sum_g, sum_g_xhat);
         let (gamma_grad, beta_grad) = (
             &mut sums.partial_gamma[channels.clone()],
-            &mut sums.partial_beta[channels.clone()],
+            &mut sums.partial_beta[channels],
         );
-        let sums_g = channel_row_sums(grad, x, gamma, gamma_grad, beta_grad, mean, rstd);
+        row_grads(grad, x, gamma, gamma_grad, beta_grad, [mean, rstd, k1, k0]);
         sums.row_done();
-        sums_g
     } else {
+        // Runs of `spatial` values per channel (GroupNorm, InstanceNorm): each run's Σ dy
+        // and Σ dy·x̂ give its channel's dβ and dγ, and with its γ the row's sums.
         let runs = grad
             .chunks_exact(grouping.spatial)
             .zip(x.chunks_exact(grouping.spatial));
         let (gamma_grad, beta_grad) = (&mut sums.gamma[channels.clone()], &mut sums.beta[channels]);
-        let mut sums = (0.0f64, 0.0f64);
+        let (mut sum_g, mut sum_g_xhat) = (0.0f64, 0.0f64);
         for (((dy, x), &gamma), (gamma_grad, beta_grad)) in runs
             .zip(gamma)
             .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
@@ -554,23 +571,10 @@ fn backward_row(
             let dy_xhat = lane_sum_pairs(dy, x, |dy, x| dy * (x - mean) * rstd);
             *gamma_grad += dy_xhat;
             *beta_grad += dy_sum;
-            sums.0 += dy_sum * f64::from(gamma);
-            sums.1 += dy_xhat * f64::from(gamma);
+            sum_g += dy_sum * f64::from(gamma);
+            sum_g_xhat += dy_xhat * f64::from(gamma);
         }
-        sums
-    };
-    // Pass 2: dx = r·γ·dy − r·mean(g) − r·x̂·mean(g·x̂), written as dy·(r·γ) + x·k₁ + k₀.
-    let width = grad.len() as f64;
-    let mean_g = if grouping.center { sum_g / width } else { 0.0 };
-    let mean_g_xhat = sum_g_xhat / width;
-    let (r, mu) = (f64::from(rstd), f64::from(mean));
-    let k1 = (-r * r * mean_g_xhat) as f32;
-    let k0 = (-r * mean_g + mu * r * r * mean_g_xhat) as f32;
-    if grouping.spatial == 1 {
-        for ((dy, &x), &gamma) in grad.iter_mut().zip(x).zip(gamma) {
-            *dy = *dy * (rstd * gamma) + x * k1 + k0;
-        }
-    } else {
+        let (k1, k0) = coefficients(sum_g, sum_g_xhat);
         let runs = grad
             .chunks_exact_mut(grouping.spatial)
             .zip(x.chunks_exact(grouping.spatial));
@@ -583,54 +587,29 @@ fn backward_row(
     }
 }
 
-/// Pass 1 of [`backward_row`] for rows with one channel per value: adds `dy·x̂` and `dy` into
-/// the partial `dγ`, `dβ` and returns `(Σ g, Σ g·x̂)` with `g = dy·γ`. A function of its own so
-/// that its slices are known not to overlap, which lets the loop be vectorised (the guarantee
-/// survives inlining, which puts it in [`vectorized`]'s AVX-512 and AVX2 copies).
+/// Pass 1 of [`backward_row`] for rows with one channel per value: `(Σ g, Σ g·x̂)` with
+/// `g = dy·γ`, in [`LANES`] f32 accumulators (the row is normalized, so nothing large cancels).
+/// It reads only `dy`, `x` and `γ`. With the partial `dγ`, `dβ` added in this loop too, as they
+/// were, the compiler kept the accumulators in memory rather than in registers (a load and a
+/// store per addition); [`row_grads`] adds them instead.
 #[inline(always)]
-fn channel_row_sums(
-    dy: &[f32],
-    x: &[f32],
-    gamma: &[f32],
-    gamma_grad: &mut [f32],
-    beta_grad: &mut [f32],
-    mean: f32,
-    rstd: f32,
-) -> (f64, f64) {
+fn row_sums(dy: &[f32], x: &[f32], gamma: &[f32], mean: f32, rstd: f32) -> (f64, f64) {
     let (dy_chunks, dy_rest) = dy.as_chunks::<LANES>();
     let (x_chunks, x_rest) = x.as_chunks::<LANES>();
     let (gamma_chunks, gamma_rest) = gamma.as_chunks::<LANES>();
-    let (gamma_grad_chunks, gamma_grad_rest) = gamma_grad.as_chunks_mut::<LANES>();
-    let (beta_grad_chunks, beta_grad_rest) = beta_grad.as_chunks_mut::<LANES>();
-    // Σ g and Σ g·x̂, lane by lane.
     let (mut lane_g, mut lane_g_xhat) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let chunks = dy_chunks.iter().zip(x_chunks).zip(gamma_chunks).zip(
-        gamma_grad_chunks
-            .iter_mut()
-            .zip(beta_grad_chunks.iter_mut()),
-    );
-    for (((dy, x), gamma), (gamma_grad, beta_grad)) in chunks {
+    for ((dy, x), gamma) in dy_chunks.iter().zip(x_chunks).zip(gamma_chunks) {
         for lane in 0..LANES {
             let xhat = (x[lane] - mean) * rstd;
-            gamma_grad[lane] += dy[lane] * xhat;
-            beta_grad[lane] += dy[lane];
             let g = dy[lane] * gamma[lane];
             lane_g[lane] += g;
             lane_g_xhat[lane] += g * xhat;
         }
     }
-    let rest = dy_rest
-        .iter()
-        .zip(x_rest)
-        .zip(gamma_rest)
-        .zip(gamma_grad_rest.iter_mut().zip(beta_grad_rest.iter_mut()));
-    for (((&dy, &x), &gamma), (gamma_grad, beta_grad)) in rest {
-        let xhat = (x - mean) * rstd;
-        *gamma_grad += dy * xhat;
-        *beta_grad += dy;
+    for ((&dy, &x), &gamma) in dy_rest.iter().zip(x_rest).zip(gamma_rest) {
         let g = dy * gamma;
         lane_g[0] += g;
-        lane_g_xhat[0] += g * xhat;
+        lane_g_xhat[0] += g * ((x - mean) * rstd);
     }
     lane_g
         .iter()
@@ -638,6 +617,30 @@ fn channel_row_sums(
         .fold((0.0, 0.0), |(g, gx), (&lane_g, lane_g_xhat)| {
             (g + f64::from(lane_g), gx + f64::from(lane_g_xhat))
         })
+}
+
+/// Pass 2 of [`backward_row`] for rows with one channel per value: adds `dy·x̂` and `dy` into
+/// the partial `dγ`, `dβ` and overwrites `dy` with `dx = dy·(r·γ) + x·k₁ + k₀`. A function of
+/// its own so that its slices are known not to overlap, which lets the loop be vectorised (the
+/// guarantee survives inlining, which puts it in [`vectorized`]'s AVX-512 and AVX2 copies).
+#[inline(always)]
+fn row_grads(
+    dy: &mut [f32],
+    x: &[f32],
+    gamma: &[f32],
+    gamma_grad: &mut [f32],
+    beta_grad: &mut [f32],
+    [mean, rstd, k1, k0]: [f32; 4],
+) {
+    let values = dy.iter_mut().zip(x).zip(gamma);
+    for (((dy, &x), &gamma), (gamma_grad, beta_grad)) in
+        values.zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
+    {
+        let grad = *dy;
+        *gamma_grad += grad * ((x - mean) * rstd);
+        *beta_grad += grad;
+        *dy = grad * (rstd * gamma) + x * k1 + k0;
+    }
 }
 
 /// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes: the mean,
