@@ -65,7 +65,18 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
     tiny_run(&mut command, &artifacts, 64, 4);
     let output = run(&mut command);
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("Test accuracy:"));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Test accuracy:"));
+    // Not a terminal: progress as readable lines, a summary per split, no debug dumps.
+    assert!(stdout.contains("training for 4 epochs"), "{stdout}");
+    for epoch in 1..=4 {
+        for split in ["train", "valid"] {
+            let line = format!("epoch {epoch}/4 {split}  done in ");
+            assert!(stdout.contains(&line), "no `{line}` in {stdout}");
+        }
+    }
+    assert!(stdout.contains("  accuracy "), "{stdout}");
+    assert!(!stdout.contains("ProgressSnapshot"), "{stdout}");
 
     for file in ["config.json", "metrics.csv", "model.bpk", "report.json"] {
         assert!(artifacts.join(file).is_file(), "{file} is missing");
@@ -100,6 +111,31 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
     tiny_run(&mut again, &artifacts, 64, 4);
     assert_clear_error(&run(&mut again), "already holds a training run");
     assert_eq!(fs::read(artifacts.join("model.bpk")).unwrap(), before);
+}
+
+/// Fashion-MNIST, as installed by `apt-get install dataset-fashion-mnist`: the run reads it
+/// from where Debian puts it, and says which dataset a full epoch was estimated for.
+#[test]
+fn a_tiny_fashion_mnist_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let mut command = example();
+    tiny_run(&mut command, &artifacts, 32, 1);
+    command.args(["--dataset", "fashion-mnist"]);
+    let output = run(&mut command);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("a full fashion-mnist epoch (60000 images)"),
+        "{}",
+        text(&output.stdout)
+    );
+    let config = RunConfig::load(&artifacts).unwrap();
+    assert_eq!(
+        config.dataset,
+        normzoo::train::DatasetSource::FashionMnist { dir: None }
+    );
+    let report = report(&artifacts);
+    assert_eq!((report.train_images, report.test_images), (32, 32));
 }
 
 #[test]
@@ -312,6 +348,24 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     case(
         &["--data-dir", dir.path().to_str().unwrap()],
         "holds no CIFAR-10 copy",
+    );
+    case(
+        &[
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "apt-get install dataset-fashion-mnist",
+    );
+    case(
+        &[
+            "--dataset",
+            "synthetic",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "--data-dir: a dataset directory was given with --dataset synthetic",
     );
 
     // A truncated binary batch.

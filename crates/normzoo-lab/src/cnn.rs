@@ -120,6 +120,6 @@ pub fn image_batch(
     device: &Device,
 ) -> (Tensor<4>, Tensor<1, Int>) {
     let items = (first..first + len).map(|i| set.generate(i)).collect();
-    let batch = ImageBatcher::eval().batch(items, device);
+    let batch = ImageBatcher::eval(SyntheticCifar::SPEC).batch(items, device);
     (batch.images, batch.labels)
 }

@@ -2,10 +2,13 @@
 //!
 //! - [`data`]: CIFAR-10 from a local copy in either layout it is distributed in (the binary
 //!   batches or class folders of images), or downloaded through burn-dataset after checking the
-//!   network; [`data::SyntheticCifar`], a deterministic CIFAR-shaped set for offline runs; the
-//!   batcher with CIFAR's normalization and augmentation.
-//! - [`RunConfig`] and [`train`]: the CIFAR-10 recipe (SGD with Nesterov momentum, weight decay,
-//!   one-cycle or cosine learning rate) run by burn-train's `Learner` with its terminal UI,
+//!   network; [`data::FashionMnist`] from its IDX files (Debian's `dataset-fashion-mnist`);
+//!   [`data::SyntheticCifar`], a deterministic CIFAR-shaped set for offline runs; one sampled
+//!   dataset type and one batcher for all of them, each with its own normalization and
+//!   augmentation.
+//! - [`RunConfig`] and [`train`]: the image-classification recipes (SGD with Nesterov momentum,
+//!   weight decay, one-cycle or cosine learning rate) run by burn-train's `Learner` with its
+//!   terminal UI (or [`LineRenderer`]'s progress lines when the output is not a terminal),
 //!   per-epoch validation, checkpoints, a metrics CSV, and resuming from the last checkpoint.
 //! - [`Classifier`]: an image classifier as burn-train trains it.
 //! - [`progress`]: loss curves, pictures and exits for the examples.
@@ -22,6 +25,7 @@ mod adam;
 mod classifier;
 pub mod data;
 mod error;
+mod log_lines;
 pub mod metrics;
 pub mod progress;
 mod recipe;
@@ -33,6 +37,7 @@ pub mod translation;
 pub use adam::train_with_adam;
 pub use classifier::Classifier;
 pub use error::TrainError;
+pub use log_lines::LineRenderer;
 pub use recipe::{CIFAR_MODELS, DatasetSource, RunConfig, Schedule};
 pub use run::{
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,

@@ -17,6 +17,7 @@ use normzoo_norm::NormConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::data::{CifarDataset, FashionMnist};
 
 /// The models `--model` names, as trained on 32×32 images, and what each builds.
 pub const CIFAR_MODELS: [(&str, &str); 4] = [
@@ -61,9 +62,34 @@ pub enum DatasetSource {
         /// A local copy; `None` for the download cache.
         dir: Option<PathBuf>,
     },
+    /// [`FashionMnist`]: the IDX files in `dir`, or where [`FashionMnist::locate`] looks (the
+    /// directory in `NORMZOO_FASHION_MNIST_DIR`, else Debian's `dataset-fashion-mnist`).
+    FashionMnist {
+        /// A directory holding the IDX files; `None` to look in the usual places.
+        dir: Option<PathBuf>,
+    },
     /// [`SyntheticCifar`](crate::data::SyntheticCifar): 50,000 training and 10,000 test images
     /// generated from the run's seed.
     Synthetic,
+}
+
+impl DatasetSource {
+    /// The images in the whole training split.
+    pub fn train_len(&self) -> usize {
+        match self {
+            Self::Cifar10 { .. } | Self::Synthetic => CifarDataset::LEN[0],
+            Self::FashionMnist { .. } => FashionMnist::LEN[0],
+        }
+    }
+
+    /// The dataset's name, as `--dataset` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Cifar10 { .. } => "cifar10",
+            Self::FashionMnist { .. } => "fashion-mnist",
+            Self::Synthetic => "synthetic",
+        }
+    }
 }
 
 /// Every setting of a training run; saved as `config.json` beside the checkpoints.

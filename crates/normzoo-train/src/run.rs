@@ -12,6 +12,7 @@
 //! | `report.json` | the [`RunReport`] |
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,9 +34,11 @@ use normzoo_models::{ImageClassifier, LoadReport, TorchvisionWeights};
 use crate::TrainError;
 use crate::classifier::Classifier;
 use crate::data::{
-    CifarDataset, DataError, ImageBatcher, ImageDataset, Split, SyntheticCifar, download_cifar10,
+    CifarDataset, DataError, FashionMnist, ImageBatcher, ImageDataset, Split, SyntheticCifar,
+    download_cifar10,
 };
 use crate::error::io_error;
+use crate::log_lines::LineRenderer;
 use crate::metrics::{CsvMetricLogger, ImagesPerSecondMetric, read_metrics_csv};
 use crate::recipe::{DatasetSource, RunConfig};
 
@@ -49,9 +52,6 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const REPORT_FILE: &str = "report.json";
 /// burn-train's checkpoint directory.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
-
-/// The images in CIFAR-10's training and test splits.
-const CIFAR10_LEN: [usize; 2] = [50_000, 10_000];
 
 /// Where a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,13 +194,13 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
     let csv = CsvMetricLogger::append(dir.join(METRICS_FILE))
         .map_err(io_error(dir.join(METRICS_FILE)))?;
 
-    let loader_train = DataLoaderBuilder::new(ImageBatcher::train(config.seed))
+    let loader_train = DataLoaderBuilder::new(ImageBatcher::train(train_set.spec(), config.seed))
         .batch_size(config.batch_size)
         .shuffle(config.seed ^ resume_epoch.unwrap_or(0) as u64)
         .num_workers(config.num_workers)
         .set_device(device.clone())
         .build(train_set);
-    let loader_test = DataLoaderBuilder::new(ImageBatcher::eval())
+    let loader_test = DataLoaderBuilder::new(ImageBatcher::eval(test_set.spec()))
         .batch_size(config.batch_size)
         .num_workers(config.num_workers)
         .set_device(device.clone())
@@ -222,6 +222,10 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
         .summary();
     if let Some(epoch) = resume_epoch {
         training = training.checkpoint(epoch);
+    }
+    // burn-train's terminal UI on a terminal; readable lines in a log.
+    if !std::io::stdout().is_terminal() {
+        training = training.renderer(Box::new(LineRenderer::new()));
     }
 
     let start = Instant::now();
@@ -309,7 +313,7 @@ pub fn evaluate(
 ) -> Result<f64, TrainError> {
     let total = dataset.len();
     let model = model.clone().valid();
-    let loader = DataLoaderBuilder::new(ImageBatcher::eval())
+    let loader = DataLoaderBuilder::new(ImageBatcher::eval(dataset.spec()))
         .batch_size(batch_size)
         .set_device(device.clone())
         .build(dataset);
@@ -459,8 +463,12 @@ fn check_checkpoint(dir: &Path, epoch: usize, model: &Classifier) -> Result<(), 
 fn load_datasets(config: &RunConfig) -> Result<(ImageDataset, ImageDataset), TrainError> {
     let (train, test): (ImageDataset, ImageDataset) = match &config.dataset {
         DatasetSource::Synthetic => (
-            SyntheticCifar::new(CIFAR10_LEN[0], config.seed).into(),
-            SyntheticCifar::new(CIFAR10_LEN[1], !config.seed).into(),
+            SyntheticCifar::new(CifarDataset::LEN[0], config.seed).into(),
+            SyntheticCifar::new(CifarDataset::LEN[1], !config.seed).into(),
+        ),
+        DatasetSource::FashionMnist { dir } => (
+            FashionMnist::new(Split::Train, dir.as_deref())?.into(),
+            FashionMnist::new(Split::Test, dir.as_deref())?.into(),
         ),
         DatasetSource::Cifar10 { dir: Some(dir) } => (
             CifarDataset::from_dir(dir, Split::Train)?.into(),
@@ -470,7 +478,7 @@ fn load_datasets(config: &RunConfig) -> Result<(ImageDataset, ImageDataset), Tra
             let dir = download_cifar10()?;
             let train = CifarDataset::from_dir(&dir, Split::Train)?;
             let test = CifarDataset::from_dir(&dir, Split::Test)?;
-            for (found, expected) in [train.len(), test.len()].into_iter().zip(CIFAR10_LEN) {
+            for (found, expected) in [train.len(), test.len()].into_iter().zip(CifarDataset::LEN) {
                 if found != expected {
                     return Err(DataError::Incomplete {
                         path: dir,

@@ -1,4 +1,4 @@
-//! Turning images into normalized, optionally augmented tensors.
+//! Turning stored images of any dataset into normalized, optionally augmented model inputs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -6,13 +6,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::rng::SplitMix;
-use super::{IMAGE_BYTES, IMAGE_SIZE, ImageItem};
-
-/// CIFAR-10's per-channel mean of the training set (pixels in `[0, 1]`).
-pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-/// CIFAR-10's per-channel standard deviation of the training set (the population values; the
-/// widely copied `0.2023, 0.1994, 0.2010` are a miscomputation).
-pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+use super::{Augmentation, INPUT_CHANNELS, INPUT_SIZE, ImageItem, ImageSpec};
 
 /// A batch of images and their labels.
 #[derive(Debug, Clone)]
@@ -23,65 +17,112 @@ pub struct ImageBatch {
     pub labels: Tensor<1, Int>,
 }
 
-/// Batches [`ImageItem`]s: `(pixel / 255 − mean) / std` per channel, and for training the
-/// standard CIFAR augmentation (a random 32×32 crop of the image zero-padded by 4, and a
-/// horizontal flip with probability ½), reproducible from a seed.
+/// Batches [`ImageItem`]s of one dataset as its [`ImageSpec`] says: centred on the 32×32
+/// input, grey repeated to RGB, `(pixel / 255 − mean) / std` per channel, and for training the
+/// spec's [`Augmentation`], reproducible from a seed.
 #[derive(Debug)]
 pub struct ImageBatcher {
-    augment: bool,
+    spec: ImageSpec,
+    augmentation: Augmentation,
     seed: u64,
     batches: AtomicU64,
 }
 
 impl ImageBatcher {
-    /// For evaluation: normalization only.
-    pub fn eval() -> Self {
-        Self {
-            augment: false,
-            seed: 0,
-            batches: AtomicU64::new(0),
-        }
+    /// For evaluation: placement and normalization only.
+    ///
+    /// # Panics
+    ///
+    /// When `spec` describes images the batcher cannot place (see [`ImageSpec`]).
+    pub fn eval(spec: ImageSpec) -> Self {
+        Self::new(spec, Augmentation::NONE, 0)
     }
 
-    /// For training: normalization and augmentation drawn from `seed`.
-    pub fn train(seed: u64) -> Self {
+    /// For training: the spec's augmentation too, drawn from `seed`.
+    ///
+    /// # Panics
+    ///
+    /// As [`eval`](Self::eval).
+    pub fn train(spec: ImageSpec, seed: u64) -> Self {
+        Self::new(spec, spec.augmentation, seed)
+    }
+
+    fn new(spec: ImageSpec, augmentation: Augmentation, seed: u64) -> Self {
+        spec.check();
         Self {
-            augment: true,
+            spec,
+            augmentation,
             seed,
             batches: AtomicU64::new(0),
         }
     }
 }
 
-/// A random crop of the zero-padded image and a random flip, on channel-major bytes.
-fn augment(pixels: &[u8], rng: &mut SplitMix) -> Vec<u8> {
-    const PAD: usize = 4;
-    let (dy, dx) = (
-        (rng.next() % (2 * PAD as u64 + 1)) as usize,
-        (rng.next() % (2 * PAD as u64 + 1)) as usize,
-    );
-    let flip = rng.next() & 1 == 1;
-    let mut out = vec![0u8; IMAGE_BYTES];
-    for channel in 0..3 {
-        for y in 0..IMAGE_SIZE {
-            // The source row in the padded image is y + dy, i.e. y + dy − PAD in the original.
-            let Some(sy) = (y + dy).checked_sub(PAD).filter(|&sy| sy < IMAGE_SIZE) else {
-                continue;
-            };
-            for x in 0..IMAGE_SIZE {
-                let xo = if flip { IMAGE_SIZE - 1 - x } else { x };
-                if let Some(sx) = (xo + dx).checked_sub(PAD).filter(|&sx| sx < IMAGE_SIZE) {
-                    let plane = channel * IMAGE_SIZE * IMAGE_SIZE;
-                    out[plane + y * IMAGE_SIZE + x] = pixels[plane + sy * IMAGE_SIZE + sx];
-                }
-            }
+/// Where an image lands on the input: the crop's offset in the padded input (`pad` means
+/// none) and whether it is mirrored.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    dy: usize,
+    dx: usize,
+    flip: bool,
+}
+
+impl Placement {
+    fn draw(augmentation: Augmentation, rng: &mut SplitMix) -> Self {
+        let positions = 2 * augmentation.crop_padding as u64 + 1;
+        let dy = (rng.next() % positions) as usize;
+        let dx = (rng.next() % positions) as usize;
+        let flip = rng.next() & 1 == 1 && augmentation.horizontal_flip;
+        Self { dy, dx, flip }
+    }
+}
+
+/// Appends the `[3, 32, 32]` input made of one stored image: input pixel `(y, x)` shows the
+/// padded, cropped, possibly mirrored canvas, and the canvas holds the image at its centre;
+/// what falls outside the image is black. `levels[c][p]` is the normalized value of byte `p`
+/// in stored channel `c`.
+fn write_input(
+    pixels: &[u8],
+    spec: &ImageSpec,
+    pad: usize,
+    placement: Placement,
+    levels: &[[f32; 256]],
+    out: &mut Vec<f32>,
+) {
+    let size = spec.size;
+    // From input coordinates to stored ones: + d − pad (the crop), − border (the centring).
+    let shift = |d: usize| d as isize - pad as isize - ((INPUT_SIZE - size) / 2) as isize;
+    let stored = |i: usize, d: usize| {
+        let s = i as isize + shift(d);
+        (0..size as isize).contains(&s).then_some(s as usize)
+    };
+    for channel in 0..INPUT_CHANNELS {
+        let source = if spec.channels == 1 { 0 } else { channel };
+        let levels = &levels[source];
+        let plane = &pixels[source * size * size..(source + 1) * size * size];
+        for y in 0..INPUT_SIZE {
+            let row = stored(y, placement.dy).map(|sy| &plane[sy * size..(sy + 1) * size]);
+            out.extend((0..INPUT_SIZE).map(|x| {
+                let x = if placement.flip {
+                    INPUT_SIZE - 1 - x
+                } else {
+                    x
+                };
+                let byte = row
+                    .zip(stored(x, placement.dx))
+                    .map_or(0, |(row, sx)| row[sx]);
+                levels[byte as usize]
+            }));
         }
     }
-    out
 }
 
 impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
+    /// # Panics
+    ///
+    /// When an item does not hold the spec's number of bytes.
     fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
+        let spec = &self.spec;
         let n = items.len();
         let mut rng = SplitMix(
             self.seed
@@ -90,27 +131,29 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
                     .fetch_add(1, Ordering::Relaxed)
                     .wrapping_mul(0xA24B_AED4_963E_E407),
         );
-        let plane = IMAGE_SIZE * IMAGE_SIZE;
-        let mut values = Vec::with_capacity(n * IMAGE_BYTES);
+        let levels: Vec<[f32; 256]> = (0..spec.channels)
+            .map(|c| std::array::from_fn(|p| (p as f32 / 255.0 - spec.mean[c]) / spec.std[c]))
+            .collect();
+        let pad = self.augmentation.crop_padding;
+        let mut values = Vec::with_capacity(n * INPUT_CHANNELS * INPUT_SIZE * INPUT_SIZE);
         let mut labels = Vec::with_capacity(n);
         for item in &items {
-            let augmented;
-            let pixels = match self.augment {
-                true => {
-                    augmented = augment(&item.pixels, &mut rng);
-                    &augmented
-                }
-                false => &item.pixels,
-            };
-            values.extend(pixels.iter().enumerate().map(|(i, &p)| {
-                let c = i / plane;
-                (p as f32 / 255.0 - CIFAR10_MEAN[c]) / CIFAR10_STD[c]
-            }));
+            assert_eq!(
+                item.pixels.len(),
+                spec.image_bytes(),
+                "{}: expected images of {}×{}×{} bytes",
+                spec.name,
+                spec.channels,
+                spec.size,
+                spec.size
+            );
+            let placement = Placement::draw(self.augmentation, &mut rng);
+            write_input(&item.pixels, spec, pad, placement, &levels, &mut values);
             labels.push(item.label as i64);
         }
         ImageBatch {
             images: Tensor::from_data(
-                TensorData::new(values, [n, 3, IMAGE_SIZE, IMAGE_SIZE]),
+                TensorData::new(values, [n, INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE]),
                 device,
             ),
             labels: Tensor::from_data(TensorData::new(labels, [n]), device),
@@ -121,54 +164,97 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{CifarDataset, FashionMnist};
 
-    fn item(value: u8, label: usize) -> ImageItem {
+    fn item(spec: &ImageSpec, value: u8, label: usize) -> ImageItem {
         ImageItem {
-            pixels: vec![value; IMAGE_BYTES],
+            pixels: vec![value; spec.image_bytes()],
             label,
         }
+    }
+
+    fn values(batch: ImageBatch) -> Vec<f32> {
+        batch.images.into_data().try_to_vec::<f32>().unwrap()
     }
 
     #[test]
     fn evaluation_batches_are_normalized() {
         let device = crate::cpu();
-        let batch = ImageBatcher::eval().batch(vec![item(255, 3), item(0, 7)], &device);
+        let spec = CifarDataset::SPEC;
+        let batch =
+            ImageBatcher::eval(spec).batch(vec![item(&spec, 255, 3), item(&spec, 0, 7)], &device);
         assert_eq!(batch.images.dims(), [2, 3, 32, 32]);
-        let labels = batch.labels.into_data().convert::<i64>();
+        let labels = batch.labels.clone().into_data().convert::<i64>();
         assert_eq!(labels.try_to_vec::<i64>().unwrap(), vec![3, 7]);
-        let first: f32 = batch
-            .images
-            .clone()
-            .narrow(0, 0, 1)
-            .narrow(1, 0, 1)
-            .mean()
-            .into_scalar();
-        assert!((first - (1.0 - 0.4914) / 0.2470).abs() < 1e-5, "{first}");
+        let values = values(batch);
+        assert!(
+            (values[0] - (1.0 - 0.4914) / 0.2470).abs() < 1e-5,
+            "{}",
+            values[0]
+        );
+        assert!((values[2048] - (1.0 - 0.4465) / 0.2616).abs() < 1e-5);
+        assert!((values[3072] - (0.0 - 0.4914) / 0.2470).abs() < 1e-5);
     }
 
-    /// A crop moves the image by at most 4 pixels and fills with zeros; a flip mirrors it.
+    /// A 28×28 grey image lands in the middle of the input with a black border of 2, the same
+    /// on all three channels, normalized with the grey channel's statistics.
     #[test]
-    fn augmentation_crops_and_flips() {
-        let mut pixels = vec![0u8; IMAGE_BYTES];
-        pixels[0] = 200; // top-left pixel of the red plane
-        let mut seen_flip = false;
-        let mut seen_shift = false;
-        for seed in 0..64 {
-            let out = augment(&pixels, &mut SplitMix(seed));
-            let lit: Vec<usize> = out
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| **p == 200)
-                .map(|(i, _)| i)
-                .collect();
-            assert!(lit.len() <= 1);
-            if let Some(&i) = lit.first() {
-                let (y, x) = (i / IMAGE_SIZE, i % IMAGE_SIZE);
-                assert!(y <= 4 && (x <= 4 || x >= IMAGE_SIZE - 5), "({y}, {x})");
-                seen_flip |= x >= IMAGE_SIZE - 5;
-                seen_shift |= y > 0;
+    fn grey_images_are_centred_and_repeated() {
+        let device = crate::cpu();
+        let spec = FashionMnist::SPEC;
+        let batch = ImageBatcher::eval(spec).batch(vec![item(&spec, 255, 1)], &device);
+        assert_eq!(batch.images.dims(), [1, 3, 32, 32]);
+        let values = values(batch);
+        let (white, black) = (
+            (1.0 - spec.mean[0]) / spec.std[0],
+            (0.0 - spec.mean[0]) / spec.std[0],
+        );
+        for channel in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let inside = (2..30).contains(&y) && (2..30).contains(&x);
+                    let expected = if inside { white } else { black };
+                    assert_eq!(
+                        values[channel * 1024 + y * 32 + x],
+                        expected,
+                        "({channel}, {y}, {x})"
+                    );
+                }
             }
         }
-        assert!(seen_flip && seen_shift);
+    }
+
+    /// A crop moves the image by at most the padding and fills with black; a flip mirrors it.
+    #[test]
+    fn augmentation_crops_and_flips() {
+        for spec in [CifarDataset::SPEC, FashionMnist::SPEC] {
+            let pad = spec.augmentation.crop_padding;
+            let border = (INPUT_SIZE - spec.size) / 2;
+            let mut pixels = vec![0u8; spec.image_bytes()];
+            pixels[0] = 255; // the top-left pixel of the first channel
+            let levels: Vec<[f32; 256]> = (0..spec.channels)
+                .map(|_| std::array::from_fn(|p| p as f32))
+                .collect();
+            let (mut seen_flip, mut seen_shift) = (false, false);
+            let mut rng = SplitMix(7);
+            for _ in 0..64 {
+                let placement = Placement::draw(spec.augmentation, &mut rng);
+                let mut out = Vec::new();
+                write_input(&pixels, &spec, pad, placement, &levels, &mut out);
+                assert_eq!(out.len(), 3 * 1024);
+                let lit: Vec<usize> = (0..1024).filter(|&i| out[i] == 255.0).collect();
+                assert!(lit.len() <= 1, "{lit:?}");
+                if let Some(&i) = lit.first() {
+                    let (y, x) = (i / INPUT_SIZE, i % INPUT_SIZE);
+                    // Unmoved, the pixel sits at (border, border).
+                    let near = |v: usize| v + pad >= border && v <= border + pad;
+                    let mirrored = INPUT_SIZE - 1 - x;
+                    assert!(near(y) && (near(x) || near(mirrored)), "({y}, {x})");
+                    seen_flip |= !near(x);
+                    seen_shift |= y != border;
+                }
+            }
+            assert!(seen_flip && seen_shift, "{}", spec.name);
+        }
     }
 }

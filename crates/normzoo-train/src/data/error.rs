@@ -23,6 +23,51 @@ pub enum DataError {
         /// Its size in bytes.
         len: u64,
     },
+    /// Fashion-MNIST's files are not in the directory looked in.
+    NotInstalled {
+        /// The directory looked in.
+        dir: PathBuf,
+        /// The file missing there (found neither plain nor with `.gz`).
+        file: String,
+    },
+    /// A file that does not start with the magic number of its format.
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The magic number expected.
+        expected: u32,
+        /// The first four bytes read as one, if the file has four.
+        found: Option<u32>,
+    },
+    /// A file whose length is not what its header promises (truncated, or with bytes after
+    /// its data).
+    WrongLength {
+        /// The file (decompressed).
+        path: PathBuf,
+        /// The bytes its header promises.
+        expected: u64,
+        /// The bytes it holds.
+        found: u64,
+    },
+    /// A header that describes something else than the dataset, or a compressed file that does
+    /// not decompress.
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What was expected and what came.
+        reason: String,
+    },
+    /// An images file and its labels file that disagree on how many images there are.
+    CountMismatch {
+        /// The images file.
+        images: PathBuf,
+        /// The images it holds.
+        image_count: usize,
+        /// The labels file.
+        labels: PathBuf,
+        /// The labels it holds.
+        label_count: usize,
+    },
     /// A label outside the ten classes.
     BadLabel {
         /// The file it came from.
@@ -95,9 +140,54 @@ impl fmt::Display for DataError {
                  3073-byte records",
                 path.display()
             ),
+            Self::NotInstalled { dir, file } => write!(
+                f,
+                "Fashion-MNIST is not in {}: {file} (or {file}.gz) is missing. Install it with \
+                 `apt-get install dataset-fashion-mnist` (Debian, Ubuntu), or point --data-dir \
+                 (or the environment variable {}) at a directory holding the four IDX files \
+                 (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, \
+                 t10k-labels-idx1-ubyte, gzipped or not)",
+                dir.display(),
+                super::FASHION_MNIST_ENV
+            ),
+            Self::BadMagic {
+                path,
+                expected,
+                found,
+            } => {
+                write!(f, "{} is not the IDX file expected: ", path.display())?;
+                match found {
+                    Some(found) => write!(f, "it starts with 0x{found:08x}")?,
+                    None => write!(f, "it is shorter than a magic number")?,
+                }
+                write!(f, ", expected the magic number 0x{expected:08x}")
+            }
+            Self::WrongLength {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{} is truncated or corrupt: its header promises {expected} bytes, it holds \
+                 {found}",
+                path.display()
+            ),
+            Self::BadHeader { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::CountMismatch {
+                images,
+                image_count,
+                labels,
+                label_count,
+            } => write!(
+                f,
+                "{} holds {image_count} images but {} holds {label_count} labels; they must be \
+                 the same split of one copy",
+                images.display(),
+                labels.display()
+            ),
             Self::BadLabel { path, label } => write!(
                 f,
-                "{} holds label {label}, outside CIFAR-10's classes 0..10",
+                "{} holds label {label}, outside the ten classes 0..10",
                 path.display()
             ),
             Self::BadImage { path, reason } => {
@@ -113,7 +203,8 @@ impl fmt::Display for DataError {
                 f,
                 "CIFAR-10 is not on this machine and {url} cannot be reached ({reason}); pass \
                  --data-dir with a local copy (the binary batches or class folders), or train \
-                 offline on the built-in synthetic set with --dataset synthetic"
+                 offline on Fashion-MNIST (--dataset fashion-mnist, after `apt-get install \
+                 dataset-fashion-mnist`) or on the built-in synthetic set (--dataset synthetic)"
             ),
             Self::Download { url, reason } => write!(
                 f,

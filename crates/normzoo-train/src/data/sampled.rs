@@ -1,48 +1,51 @@
-//! One split of CIFAR-10 or of the synthetic set, whole or a seeded sample: what a run trains on.
+//! One split of any image dataset, whole or a seeded sample, with its [`ImageSpec`]: what a run
+//! trains on.
+
+use std::fmt;
+use std::sync::Arc;
 
 use burn::data::dataset::{Dataset, DatasetError};
 
 use super::rng::SplitMix;
-use super::{CifarDataset, DataError, ImageItem, SyntheticCifar};
+use super::{CifarDataset, DataError, FashionMnist, ImageItem, ImageSpec, SyntheticCifar};
 
-/// A split of CIFAR-10 or of [`SyntheticCifar`], whole or a seeded random sample of it
-/// ([`sample`](Self::sample)), behind one [`Dataset`].
-#[derive(Debug, Clone)]
+/// A split of an image dataset, whole or a seeded random sample of it
+/// ([`sample`](Self::sample)), with the [`ImageSpec`] that says how its images are batched.
+///
+/// CIFAR-10, Fashion-MNIST and the synthetic set convert into it with `.into()`; any other
+/// `Dataset<ImageItem>` joins with [`new`](Self::new).
+#[derive(Clone)]
 pub struct ImageDataset {
-    source: Source,
+    source: Arc<dyn Dataset<ImageItem>>,
+    spec: ImageSpec,
     /// The images kept, by index into the source; `None` keeps all of them in order.
-    indices: Option<Vec<usize>>,
-}
-
-#[derive(Debug, Clone)]
-enum Source {
-    Cifar(CifarDataset),
-    Synthetic(SyntheticCifar),
-}
-
-impl From<CifarDataset> for ImageDataset {
-    fn from(dataset: CifarDataset) -> Self {
-        Self {
-            source: Source::Cifar(dataset),
-            indices: None,
-        }
-    }
-}
-
-impl From<SyntheticCifar> for ImageDataset {
-    fn from(dataset: SyntheticCifar) -> Self {
-        Self {
-            source: Source::Synthetic(dataset),
-            indices: None,
-        }
-    }
+    indices: Option<Arc<[usize]>>,
 }
 
 impl ImageDataset {
+    /// All of `source`, whose images `spec` describes.
+    ///
+    /// # Panics
+    ///
+    /// When `spec` describes images the batcher cannot place (see [`ImageSpec`]).
+    pub fn new(source: impl Dataset<ImageItem> + 'static, spec: ImageSpec) -> Self {
+        spec.check();
+        Self {
+            source: Arc::new(source),
+            spec,
+            indices: None,
+        }
+    }
+
+    /// How the images are stored, normalized and augmented.
+    pub fn spec(&self) -> ImageSpec {
+        self.spec
+    }
+
     /// At most `len` images drawn without replacement, the same for the same `seed` (a sample,
     /// not the first `len`: class-folder copies are sorted by class).
     pub fn sample(self, len: usize, seed: u64) -> Self {
-        let total = self.source_len();
+        let total = self.source.len();
         if len >= total {
             return self;
         }
@@ -55,16 +58,37 @@ impl ImageDataset {
         }
         order.truncate(len);
         Self {
-            indices: Some(order),
+            indices: Some(order.into()),
             ..self
         }
     }
+}
 
-    fn source_len(&self) -> usize {
-        match &self.source {
-            Source::Cifar(dataset) => dataset.len(),
-            Source::Synthetic(dataset) => dataset.len(),
-        }
+impl From<CifarDataset> for ImageDataset {
+    fn from(dataset: CifarDataset) -> Self {
+        Self::new(dataset, CifarDataset::SPEC)
+    }
+}
+
+impl From<FashionMnist> for ImageDataset {
+    fn from(dataset: FashionMnist) -> Self {
+        Self::new(dataset, FashionMnist::SPEC)
+    }
+}
+
+impl From<SyntheticCifar> for ImageDataset {
+    fn from(dataset: SyntheticCifar) -> Self {
+        Self::new(dataset, SyntheticCifar::SPEC)
+    }
+}
+
+impl fmt::Debug for ImageDataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageDataset")
+            .field("spec", &self.spec.name)
+            .field("len", &self.len())
+            .field("of", &self.source.len())
+            .finish()
     }
 }
 
@@ -79,16 +103,13 @@ impl Dataset<ImageItem> for ImageDataset {
             })?,
             None => index,
         };
-        match &self.source {
-            Source::Cifar(dataset) => dataset.get(source_index),
-            Source::Synthetic(dataset) => dataset.get(source_index),
-        }
+        self.source.get(source_index)
     }
 
     fn len(&self) -> usize {
         match &self.indices {
             Some(indices) => indices.len(),
-            None => self.source_len(),
+            None => self.source.len(),
         }
     }
 }
@@ -102,14 +123,14 @@ mod tests {
         let full = ImageDataset::from(SyntheticCifar::new(100, 3));
         let sample = full.clone().sample(30, 9);
         assert_eq!(sample.len(), 30);
-        let indices = sample.indices.clone().unwrap();
+        let indices = sample.indices.clone().unwrap().to_vec();
         let mut sorted = indices.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 30, "drawn without replacement");
         assert!(sorted.iter().all(|&i| i < 100));
-        assert_eq!(full.clone().sample(30, 9).indices.unwrap(), indices);
-        assert_ne!(full.clone().sample(30, 10).indices.unwrap(), indices);
+        assert_eq!(*full.clone().sample(30, 9).indices.unwrap(), *indices);
+        assert_ne!(*full.clone().sample(30, 10).indices.unwrap(), *indices);
         assert_eq!(sample.get(0).unwrap(), full.get(indices[0]).unwrap());
         assert!(sample.get(30).is_err());
         assert_eq!(

@@ -2,8 +2,9 @@
 
 use burn::data::dataset::{Dataset, DatasetError};
 
+use super::cifar::{IMAGE_BYTES, IMAGE_SIZE};
 use super::rng::SplitMix;
-use super::{DataError, IMAGE_BYTES, IMAGE_SIZE, ImageItem};
+use super::{CifarDataset, DataError, ImageItem, ImageSpec};
 
 /// Ten classes of generated 32×32 RGB images: deterministic (the same seed and index always
 /// give the same image), balanced, and learnable but not trivially.
@@ -28,6 +29,12 @@ const TINTS: [[f32; 3]; 5] = [
 ];
 
 impl SyntheticCifar {
+    /// CIFAR-10's: the same shape, normalization and augmentation.
+    pub const SPEC: ImageSpec = ImageSpec {
+        name: "synthetic",
+        ..CifarDataset::SPEC
+    };
+
     /// `len` images generated from `seed`.
     pub fn new(len: usize, seed: u64) -> Self {
         Self { len, seed }
