@@ -68,6 +68,19 @@ pub(crate) fn test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
     normzoo_norm::backend::compiled_devices().unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// The CPU backends' devices, for the tests that train a model for a few steps. Training on
+/// wgpu is checked step by step against flex, model by model, in `tests/backend_parity.rs`;
+/// repeating it here on Mesa's software Vulkan would take most of the test suite's time.
+#[cfg(test)]
+pub(crate) fn training_test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
+    let devices = normzoo_norm::backend::compiled_cpu_devices();
+    assert!(
+        !devices.is_empty(),
+        "these tests need a CPU backend: build with `flex` or `ndarray`"
+    );
+    devices
+}
+
 /// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss
 /// before and after.
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! Every architecture survives save → load with its parameters and running statistics bit for
 //! bit, and evaluates deterministically.
+//!
+//! Saving reads the same bytes whatever the backend, so the architectures round-trip on the
+//! CPU; the MLP also does on the default device (the GPU when one is compiled in), where
+//! tensors are read back from device memory.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
@@ -31,13 +35,27 @@ fn images(shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// Runs one training-mode forward pass of `model` on the autodiff device (moving BatchNorm's
-/// running statistics), saves it to bytes, loads the bytes into `fresh`, and checks that both
-/// hold the same values and compute the same outputs in evaluation, twice in a row.
+/// The first CPU backend's device, on autodiff.
+fn cpu() -> Device {
+    normzoo_norm::backend::compiled_cpu_devices()
+        .into_iter()
+        .next()
+        .expect("these tests need a CPU backend: build with `flex` or `ndarray`")
+        .1
+        .autodiff()
+}
+
+/// Runs one training-mode forward pass of `model` on `device`, an autodiff device (moving
+/// BatchNorm's running statistics), saves it to bytes, loads the bytes into `fresh`, and checks
+/// that both hold the same values and compute the same outputs in evaluation, twice in a row.
 /// `forward` builds its own fixed input on the device it is given.
-fn round_trip<M: Module>(model: M, fresh: M, forward: impl Fn(&M, &Device) -> Tensor<2>) {
-    let device = Device::default().autodiff();
-    forward(&model, &device);
+fn round_trip<M: Module>(
+    device: &Device,
+    model: M,
+    fresh: M,
+    forward: impl Fn(&M, &Device) -> Tensor<2>,
+) {
+    forward(&model, device);
 
     let bytes = model.clone().into_record().into_bytes().expect("save");
     let loaded = fresh.load_record(ModuleRecord::from_bytes(bytes).expect("read"));
@@ -47,7 +65,7 @@ fn round_trip<M: Module>(model: M, fresh: M, forward: impl Fn(&M, &Device) -> Te
         "parameters or running statistics differ"
     );
 
-    let (model, loaded, device) = (model.valid(), loaded.valid(), device.inner());
+    let (model, loaded, device) = (model.valid(), loaded.valid(), device.clone().inner());
     let expected = forward(&model, &device).into_data();
     assert_eq!(
         forward(&model, &device).into_data(),
@@ -63,9 +81,10 @@ fn round_trip<M: Module>(model: M, fresh: M, forward: impl Fn(&M, &Device) -> Te
 
 #[test]
 fn resnet_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     let config = ResNetConfig::resnet18_cifar(10).with_width(8);
     round_trip(
+        &device,
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
         |m, d| m.forward(images([2, 3, 32, 32], d)),
@@ -74,7 +93,7 @@ fn resnet_round_trips() {
 
 #[test]
 fn vgg_bn_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     let config = VggConfig::vgg16_cifar(NormConfig::batch(), 10).with_stages(vec![
         vec![4],
         vec![8],
@@ -83,6 +102,7 @@ fn vgg_bn_round_trips() {
         vec![8],
     ]);
     round_trip(
+        &device,
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
         |m, d| m.forward(images([2, 3, 32, 32], d)),
@@ -91,12 +111,13 @@ fn vgg_bn_round_trips() {
 
 #[test]
 fn convnext_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     let config = ConvNextConfig::cifar(10)
         .with_dims([8, 8, 16, 16])
         .with_depths([1, 1, 1, 1])
         .with_norm(NormConfig::batch());
     round_trip(
+        &device,
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
         |m, d| m.forward(images([2, 3, 32, 32], d)),
@@ -105,24 +126,27 @@ fn convnext_round_trips() {
 
 #[test]
 fn mlp_round_trips() {
-    let device = Device::default().autodiff();
     let config = MlpConfig::new(12, 16, 3, 4);
-    round_trip(
-        config.init(&device).unwrap(),
-        config.init(&device).unwrap(),
-        |m, d| m.forward(images([4, 3, 2, 2], d).flatten(1, 3)),
-    );
+    for device in [cpu(), Device::default().autodiff()] {
+        round_trip(
+            &device,
+            config.init(&device).unwrap(),
+            config.init(&device).unwrap(),
+            |m, d| m.forward(images([4, 3, 2, 2], d).flatten(1, 3)),
+        );
+    }
 }
 
 #[test]
 fn cyclegan_generator_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     // BatchNorm, so that there are running statistics to carry.
     let config = ResnetGeneratorConfig::new()
         .with_ngf(4)
         .with_n_blocks(2)
         .with_norm(NormConfig::batch());
     round_trip(
+        &device,
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
         |m, d| m.forward(images([2, 3, 8, 8], d)).flatten(1, 3),
@@ -131,12 +155,13 @@ fn cyclegan_generator_round_trips() {
 
 #[test]
 fn unet_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     let config = UNetConfig::new()
         .with_base_width(4)
         .with_depth(2)
         .with_norm(NormConfig::batch());
     round_trip(
+        &device,
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
         |m, d| m.forward(images([2, 3, 8, 8], d)).flatten(1, 3),
@@ -145,17 +170,19 @@ fn unet_round_trips() {
 
 #[test]
 fn transformer_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     // BatchNorm over tokens, so that there are running statistics to carry.
     let block = TransformerBlockConfig::new(8, 2).with_norm(NormConfig::batch());
     let config = TransformerConfig::new(10, 6, block);
     let tokens = |d: &Device| Tensor::<2, Int>::from_ints([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]], d);
     round_trip(
+        &device,
         config.init_encoder(3, &device).unwrap(),
         config.init_encoder(3, &device).unwrap(),
         |m, d| m.forward(tokens(d)),
     );
     round_trip(
+        &device,
         config.init_causal_lm(&device).unwrap(),
         config.init_causal_lm(&device).unwrap(),
         |m, d| m.forward(tokens(d)).flatten(1, 2),
@@ -164,12 +191,13 @@ fn transformer_round_trips() {
 
 #[test]
 fn lstm_round_trips() {
-    let device = Device::default().autodiff();
+    let device = cpu();
     let config = LstmConfig::new(3, 4)
         .with_num_layers(2)
         .with_norm(NormConfig::batch());
     let sequence = |d: &Device| images([2, 5, 3, 1], d).reshape([2, 5, 3]);
     round_trip(
+        &device,
         config.init(&device).unwrap(),
         config.init(&device).unwrap(),
         |m, d| m.forward(sequence(d), None).0.flatten(1, 2),

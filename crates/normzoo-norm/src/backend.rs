@@ -99,6 +99,21 @@ pub fn compiled_devices() -> Result<Vec<(&'static str, Device)>, DeviceError> {
         .collect()
 }
 
+/// The devices of the CPU backends compiled into this build (`flex`, `ndarray`), with their
+/// names: [`compiled_devices`] without the GPU. CPU devices always start, so there is no error.
+pub fn compiled_cpu_devices() -> Vec<(&'static str, Device)> {
+    COMPILED_BACKENDS
+        .iter()
+        .filter(|&&name| name != "wgpu")
+        .map(|&name| {
+            (
+                name,
+                device(name).expect("a CPU backend's device always starts"),
+            )
+        })
+        .collect()
+}
+
 /// The values of an f32 flex tensor in row-major order: borrowed when the tensor is
 /// contiguous, copied when it is not. For kernels that read flex tensors directly (ours, and
 /// the convolutions of `normzoo-models`).
@@ -163,6 +178,20 @@ mod tests {
         let devices = compiled_devices().unwrap_or_else(|err| panic!("{err}"));
         let names: Vec<_> = devices.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, COMPILED_BACKENDS);
+    }
+
+    #[test]
+    fn the_cpu_devices_are_the_compiled_backends_but_wgpu() {
+        let names: Vec<_> = compiled_cpu_devices()
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        let expected: Vec<_> = COMPILED_BACKENDS
+            .iter()
+            .copied()
+            .filter(|&name| name != "wgpu")
+            .collect();
+        assert_eq!(names, expected);
     }
 
     #[test]

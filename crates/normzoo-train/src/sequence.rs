@@ -249,7 +249,7 @@ impl SequenceTraining {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_devices;
+    use crate::training_test_devices;
     use normzoo_models::{TransformerBlockConfig, TransformerConfig};
 
     use super::*;
@@ -269,11 +269,11 @@ mod tests {
         );
     }
 
-    /// A few steps on tiny models lower the answer loss, for both architectures and on every
-    /// backend.
+    /// A few steps on tiny models lower the answer loss, for both architectures and on each
+    /// CPU backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in test_devices() {
+        for (backend, device) in training_test_devices() {
             let device = device.autodiff();
             device.seed(3);
             let block = TransformerBlockConfig::new(16, 2).with_d_ff(32);
