@@ -1,8 +1,12 @@
 # Recipes for normzoo. The README's commands stay plain cargo; these are shortcuts.
 
-# Run every test on every backend (what CI runs; wgpu needs a Vulkan driver, a GPU's or
+# Run the tests on flex and wgpu (what CI runs; wgpu needs a Vulkan driver, a GPU's or
 # Mesa's software one).
 test:
+    cargo test --workspace --features wgpu
+
+# Run the tests on every backend, the deprecated ndarray too.
+test-all:
     cargo test --workspace --features ndarray,wgpu
 
 # Run every test on the CPU backends only.

@@ -6,14 +6,20 @@
 //! cargo run --release --example lab -- gradients        # one (or several) by name
 //! cargo run --release --example lab -- all --quick      # seconds each (what CI runs)
 //! cargo run --release --features wgpu --example lab -- all --full --device wgpu
+//! cargo run --release --example lab -- convergence --data generated
 //! ```
+//!
+//! The image experiments train on Fashion-MNIST when it is installed (Debian's
+//! `dataset-fashion-mnist`, `--data-dir`, or `NORMZOO_FASHION_MNIST_DIR`) and on generated
+//! images otherwise; the first line printed and each section of the report say which.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use normzoo::lab::{Experiment, Lab, LabError, Size, write_report};
+use normzoo::lab::{Experiment, Lab, LabData, LabError, Size, write_report};
+use normzoo::train::data::DataError;
 use normzoo::train::device_named;
 use normzoo::train::progress::exit_code;
 
@@ -40,6 +46,24 @@ struct Args {
     /// The backend: flex, ndarray or wgpu, if compiled in.
     #[arg(long, default_value = "flex")]
     device: String,
+    /// The images: `auto` (Fashion-MNIST when it is installed, else generated),
+    /// `fashion-mnist` or `generated`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fashion-mnist", "generated"])]
+    data: String,
+    /// The directory holding Fashion-MNIST's four IDX files (gzipped or not); implies
+    /// `--data fashion-mnist`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// The images `--data` and `--data-dir` ask for.
+fn data(args: &Args) -> Result<LabData, DataError> {
+    match (args.data.as_str(), &args.data_dir) {
+        (_, Some(dir)) => LabData::fashion_mnist(Some(dir)),
+        ("fashion-mnist", None) => LabData::fashion_mnist(None),
+        ("generated", None) => Ok(LabData::Generated),
+        _ => LabData::installed_or_generated(),
+    }
 }
 
 fn experiments(names: &[String]) -> Result<Vec<Experiment>, LabError> {
@@ -58,6 +82,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut lab = Lab::new(&args.out, size, device_named(&args.device)?);
     lab.seed = args.seed;
+    lab.data = data(&args)?;
+    match &lab.data {
+        LabData::Generated if args.data == "auto" => println!(
+            "Images: generated (Fashion-MNIST is not installed: `apt-get install \
+             dataset-fashion-mnist`, or --data-dir)"
+        ),
+        data => println!("Images: {}", data.name()),
+    }
     for experiment in experiments {
         let start = Instant::now();
         let section = experiment.run(&lab)?;

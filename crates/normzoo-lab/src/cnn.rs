@@ -1,16 +1,14 @@
-//! The lab's small CNN, and batches of the generated images it classifies.
+//! The lab's small CNN.
 
 use burn::config::Config;
-use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
 use normzoo_models::{conv_bias_before, conv2d};
 use normzoo_norm::{Norm, NormConfig, StatsMode};
-use normzoo_train::data::{ImageBatcher, SyntheticCifar};
 
 use crate::LabError;
 
@@ -109,17 +107,4 @@ impl SmallCnn {
         let pooled = self.pool.forward(x).flatten::<2>(1, 3);
         (self.head.forward(pooled), activations)
     }
-}
-
-/// The generated CIFAR-shaped images `first..first + len` of `set`, normalized as CIFAR-10 is,
-/// with their labels.
-pub fn image_batch(
-    set: &SyntheticCifar,
-    first: usize,
-    len: usize,
-    device: &Device,
-) -> (Tensor<4>, Tensor<1, Int>) {
-    let items = (first..first + len).map(|i| set.generate(i)).collect();
-    let batch = ImageBatcher::eval(SyntheticCifar::SPEC).batch(items, device);
-    (batch.images, batch.labels)
 }

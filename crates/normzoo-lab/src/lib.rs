@@ -3,26 +3,31 @@
 //! report that states what was measured in numbers.
 //!
 //! ```no_run
-//! use normzoo_lab::{Experiment, Lab, Size};
+//! use normzoo_lab::{Experiment, Lab, LabData, Size};
 //!
-//! let lab = Lab::new("results", Size::Quick, burn::tensor::Device::default());
+//! let mut lab = Lab::new("results", Size::Quick, burn::tensor::Device::default());
+//! lab.data = LabData::installed_or_generated()?; // Fashion-MNIST when it is installed
 //! let section = Experiment::Gradients.run(&lab)?;
 //! println!("{}", section.body);
 //! normzoo_lab::write_report(&lab.out)?;
-//! # Ok::<(), normzoo_lab::LabError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Every experiment runs offline on generated data, in minutes on two CPU cores at
+//! The image experiments train on Fashion-MNIST ([`LabData`]; Debian's
+//! `dataset-fashion-mnist`) or, where it is not installed, on generated images; every
+//! experiment runs offline, in minutes on two CPU cores at
 //! [`Size::Default`], in seconds at [`Size::Quick`] (what CI runs), and larger at
 //! [`Size::Full`] (for a GPU).
 
 mod cnn;
+mod data;
 mod error;
 mod experiments;
 pub mod plot;
 mod report;
 
-pub use cnn::{SmallCnn, SmallCnnConfig, image_batch};
+pub use cnn::{SmallCnn, SmallCnnConfig};
+pub use data::LabData;
 pub use error::LabError;
 pub use experiments::{Experiment, Finding, Section};
 pub use report::{REPORT_FILE, write_report};
@@ -64,6 +69,8 @@ pub struct Lab {
     pub size: Size,
     /// The device to run on (made autodiff where an experiment trains).
     pub device: Device,
+    /// The images the image experiments train on and are scored on.
+    pub data: LabData,
     /// The seed of every random draw (weights, data).
     pub seed: u64,
     /// Whether to draw progress bars (on standard error).
@@ -71,12 +78,15 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// A lab writing into `out`, seed 0, with progress bars.
+    /// A lab writing into `out`, on generated images ([`LabData::Generated`]; set
+    /// [`data`](Self::data) to [`LabData::installed_or_generated`] or
+    /// [`LabData::fashion_mnist`] for real ones), seed 0, with progress bars.
     pub fn new(out: impl AsRef<Path>, size: Size, device: Device) -> Self {
         Self {
             out: out.as_ref().to_path_buf(),
             size,
             device,
+            data: LabData::Generated,
             seed: 0,
             progress: true,
         }

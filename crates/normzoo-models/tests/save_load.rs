@@ -37,12 +37,9 @@ fn images(shape: [usize; 4], device: &Device) -> Tensor<4> {
 
 /// The first CPU backend's device, on autodiff.
 fn cpu() -> Device {
-    normzoo_norm::backend::compiled_cpu_devices()
-        .into_iter()
-        .next()
-        .expect("these tests need a CPU backend: build with `flex` or `ndarray`")
-        .1
-        .autodiff()
+    let devices = normzoo_norm::backend::compiled_cpu_devices();
+    let (_, device) = devices.unwrap_or_else(|err| panic!("{err}")).remove(0);
+    device.autodiff()
 }
 
 /// Runs one training-mode forward pass of `model` on `device`, an autodiff device (moving

@@ -100,18 +100,23 @@ pub fn compiled_devices() -> Result<Vec<(&'static str, Device)>, DeviceError> {
 }
 
 /// The devices of the CPU backends compiled into this build (`flex`, `ndarray`), with their
-/// names: [`compiled_devices`] without the GPU. CPU devices always start, so there is no error.
-pub fn compiled_cpu_devices() -> Vec<(&'static str, Device)> {
-    COMPILED_BACKENDS
+/// names: [`compiled_devices`] without the GPU.
+///
+/// # Errors
+///
+/// [`DeviceError::NotCompiled`] naming `flex` when the build has no CPU backend.
+pub fn compiled_cpu_devices() -> Result<Vec<(&'static str, Device)>, DeviceError> {
+    let devices: Vec<_> = COMPILED_BACKENDS
         .iter()
         .filter(|&&name| name != "wgpu")
-        .map(|&name| {
-            (
-                name,
-                device(name).expect("a CPU backend's device always starts"),
-            )
-        })
-        .collect()
+        .map(|&name| device(name).map(|device| (name, device)))
+        .collect::<Result<_, _>>()?;
+    if devices.is_empty() {
+        return Err(DeviceError::NotCompiled {
+            name: "flex".into(),
+        });
+    }
+    Ok(devices)
 }
 
 /// The values of an f32 flex tensor in row-major order: borrowed when the tensor is
@@ -183,6 +188,7 @@ mod tests {
     #[test]
     fn the_cpu_devices_are_the_compiled_backends_but_wgpu() {
         let names: Vec<_> = compiled_cpu_devices()
+            .unwrap()
             .iter()
             .map(|(name, _)| *name)
             .collect();

@@ -1,38 +1,57 @@
 //! The decision guide: which normalizer for which task, batch size and architecture, and why,
 //! each row citing the numbers the other experiments measured (read from their
-//! `findings.json` in the results directory) and linking to their sections.
+//! `findings.json` in the results directory), the images they trained on (`data.txt`), and
+//! linking to their sections.
 
 use std::collections::HashMap;
 use std::fs;
 
-use super::{Experiment, FINDINGS_FILE, Finding, Output, lookup};
+use super::{DATA_FILE, Experiment, FINDINGS_FILE, Finding, Output, lookup};
 use crate::error::read_error;
 use crate::{Lab, LabError};
 
-/// The findings of every experiment that has run into the results directory.
-struct Evidence(HashMap<Experiment, Vec<Finding>>);
+/// The findings of every experiment that has run into the results directory, and the images
+/// each image experiment trained on.
+struct Evidence {
+    findings: HashMap<Experiment, Vec<Finding>>,
+    data: HashMap<Experiment, String>,
+}
+
+/// The text of `path`, or `None` when there is no such file.
+fn read_if_there(path: &std::path::Path) -> Result<Option<String>, LabError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(read_error(path)(err)),
+    }
+}
 
 impl Evidence {
     fn load(lab: &Lab) -> Result<Self, LabError> {
-        let mut found = HashMap::new();
+        let mut evidence = Self {
+            findings: HashMap::new(),
+            data: HashMap::new(),
+        };
         for experiment in Experiment::ALL {
-            let path = lab.out.join(experiment.name()).join(FINDINGS_FILE);
-            let text = match fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(read_error(&path)(err)),
+            let dir = lab.out.join(experiment.name());
+            let path = dir.join(FINDINGS_FILE);
+            let Some(text) = read_if_there(&path)? else {
+                continue;
             };
             let findings = serde_json::from_str(&text).map_err(|err| {
                 LabError::Read(path.clone(), format!("not a list of findings: {err}"))
             })?;
-            found.insert(experiment, findings);
+            evidence.findings.insert(experiment, findings);
+            if let Some(data) = read_if_there(&dir.join(DATA_FILE))? {
+                evidence.data.insert(experiment, data.trim().to_string());
+            }
         }
-        Ok(Self(found))
+        Ok(evidence)
     }
 
     /// The value `name` that `experiment` measured, if it has run.
     fn get(&self, experiment: Experiment, name: &str) -> Option<f64> {
-        lookup(self.0.get(&experiment)?, name)
+        lookup(self.findings.get(&experiment)?, name)
     }
 }
 
@@ -279,8 +298,9 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     let rows = guide(&evidence);
     out.text(
         "Which normalizer to use, by situation, with the reason and what this lab measured \
-         for it. The numbers are read from the other experiments' results in this directory; \
-         where an experiment has not run, its command is given instead. The advice is the \
+         for it. The numbers are read from the other experiments' results in this directory, \
+         each with the images it was measured on; where an experiment has not run, its command \
+         is given instead. The advice is the \
          field's (it rests on deep models trained long on real data); the lab's runs are small \
          and short, and where one does not bear a row out, the row says so.",
     );
@@ -290,7 +310,11 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         let measured = match (advice.source, &advice.measured) {
             (Some(source), Some(measured)) => {
                 cited += 1;
-                format!("{measured} ([{}]({}))", source.name(), source.anchor())
+                let link = format!("[{}]({})", source.name(), source.anchor());
+                match evidence.data.get(&source) {
+                    Some(data) => format!("{measured} ({data} images; {link})"),
+                    None => format!("{measured} ({link})"),
+                }
             }
             (Some(source), None) => format!(
                 "not run yet: `cargo run --release --example lab -- {}`",

@@ -49,7 +49,7 @@ fn train_mode_accuracy(
 pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     let steps = lab.size.pick(10, 400, 3000);
     let width = lab.size.pick(64, 128, 256);
-    let data = Data::new(lab.seed, lab.size.pick(64, 320, 1000));
+    let data = Data::new(lab, lab.size.pick(64, 320, 1000));
     let device = lab.device.clone().autodiff();
     let (images, labels) = data.test_set(&lab.device);
     let bar = lab.progress_bar(
@@ -164,11 +164,12 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     )?;
     out.text(format!(
         "An MLP (3 hidden layers of {width}, each linear → normalizer → ReLU) classifies the \
-         generated images (flattened), for {steps} SGD steps (lr 0.01, momentum 0.9) at each \
+         {images} (flattened), for {steps} SGD steps (lr 0.01, momentum 0.9) at each \
          batch size. Test accuracy is in evaluation mode on {} held-out images; the gap is how \
          far scoring the same images in training mode (each test batch, of the training batch \
          size, normalized with its own statistics) moves it.",
-        data.test_len()
+        data.test_len(),
+        images = lab.data.images(),
     ));
     out.figure(
         "batch-size.png",

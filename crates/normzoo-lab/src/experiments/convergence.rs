@@ -61,7 +61,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     let steps = lab.size.pick(12, 300, 2000);
     let rates = [0.05, 0.5];
     let checkpoints = lab.size.pick(2, 6, 10);
-    let data = Data::new(lab.seed, lab.size.pick(64, 320, 1000));
+    let data = Data::new(lab, lab.size.pick(64, 320, 1000));
     let bar = lab.progress_bar(
         CNN_NORMS.len() * rates.len() * steps,
         "convergence: training",
@@ -132,13 +132,14 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     out.text(format!(
         "The lab's small CNN (three 3×3 convolutions, 16-32-64 channels, each followed by the \
          normalizer and ReLU; a convolution has a bias only without a normalizer) trains for \
-         {steps} steps of 32 generated images with SGD (momentum 0.9) at lr {} and at lr {}, \
+         {steps} steps of 32 {images} with SGD (momentum 0.9) at lr {} and at lr {}, \
          from the same initial weights. LayerNorm in a CNN normalizes each sample over all of \
          C×H×W (GroupNorm with one group). Test accuracy is on {} held-out images, in \
          evaluation mode.",
         rates[0],
         rates[1],
-        data.test_len()
+        data.test_len(),
+        images = lab.data.images(),
     ));
     out.figure(
         "convergence.png",

@@ -70,7 +70,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         batch_size: 32,
         lr: 0.02,
     };
-    let data = Data::new(lab.seed, lab.size.pick(64, 512, 1000));
+    let data = Data::new(lab, lab.size.pick(64, 512, 1000));
     let (images, _) = data.test_set(&lab.device);
     let device = lab.device.clone().autodiff();
     let bar = lab.progress_bar(NORMS.len() * schedule.steps, "correlation: training");
@@ -132,11 +132,12 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
          LayerNorm after each linear layer, trained from the same seed for {} steps (SGD, \
          batch {}, lr {}, momentum 0.9). The heatmaps show the Pearson correlation between \
          each pair of units of the last hidden layer (their ReLU inputs), over {} held-out \
-         images: red +1, white 0, blue −1.",
+         {images}: red +1, white 0, blue −1.",
         schedule.steps,
         schedule.batch_size,
         schedule.lr,
-        data.test_len()
+        data.test_len(),
+        images = lab.data.images(),
     ));
     out.figure(
         "correlation.png",

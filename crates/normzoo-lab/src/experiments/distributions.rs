@@ -83,7 +83,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         lr: 0.02,
     };
     let frames = lab.size.pick(3, 16, 25);
-    let data = Data::new(lab.seed, lab.size.pick(64, 256, 512));
+    let data = Data::new(lab, lab.size.pick(64, 256, 512));
     let (images, _) = data.test_set(&lab.device);
     let device = lab.device.clone().autodiff();
     let bar = lab.progress_bar(NORMS.len() * schedule.steps, "distributions: training");
@@ -213,7 +213,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     )?;
 
     out.text(format!(
-        "A {depth}-layer ReLU MLP (width {width}) trains on the generated images ({} steps of \
+        "A {depth}-layer ReLU MLP (width {width}) trains on the {images} ({} steps of \
          SGD, batch {}, lr {}, momentum 0.9), once without normalization and once with \
          BatchNorm after each linear layer. At {} points along the way the input of every \
          ReLU is recorded on the same {} held-out images, with batch statistics as training \
@@ -222,7 +222,8 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         schedule.batch_size,
         schedule.lr,
         frames + 1,
-        data.test_len()
+        data.test_len(),
+        images = lab.data.images(),
     ));
     out.animation(
         "distributions.gif",

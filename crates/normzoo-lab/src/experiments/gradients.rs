@@ -115,7 +115,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         lr: 0.02,
     };
     let device = lab.device.clone().autodiff();
-    let data = Data::new(lab.seed, probe_batches * batch_size);
+    let data = Data::new(lab, probe_batches * batch_size);
 
     let bar = lab.progress_bar(NORMS.len() * schedule.steps, "gradients: training");
     let mut results = Vec::new();
@@ -178,13 +178,14 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
 
     out.text(format!(
         "A {depth}-layer ReLU MLP (width {width}, PyTorch's default initialisation) classifies \
-         the generated 32×32 images, once without normalization and once with each normalizer \
+         the {images} (32×32), once without normalization and once with each normalizer \
          after every linear layer. For each hidden layer: the norm of the gradient with respect \
          to its output `z = W·x + b` (what flows back) and to its weight `W` (what SGD applies), \
          averaged over {probe_batches} held-out batch(es) of {batch_size}, at initialisation and \
          after {steps} SGD steps (lr {}, momentum 0.9). The *spread* is the largest layer's norm \
          over the smallest: 1 is perfectly even flow.",
-        schedule.lr
+        schedule.lr,
+        images = lab.data.images(),
     ));
     out.figure(
         "gradient-flow.png",

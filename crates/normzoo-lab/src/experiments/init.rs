@@ -98,7 +98,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         batch_size: 32,
         lr: 0.02,
     };
-    let data = Data::new(lab.seed, lab.size.pick(64, 320, 1000));
+    let data = Data::new(lab, lab.size.pick(64, 320, 1000));
     let device = lab.device.clone().autodiff();
     let (images, labels) = data.test_set(&lab.device);
     let bar = lab.progress_bar(INITS.len() * schedule.steps, "init: training");
@@ -147,7 +147,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
 
     out.text(format!(
         "A residual MLP of {depth} blocks `x + LayerNorm(W₂·ReLU(W₁·x))` (width {width}, \
-         branch width {}) on the flattened generated images, trained from the same seed for \
+         branch width {}) on the flattened {images}, trained from the same seed for \
          {} steps of SGD (batch {}, lr {}, momentum 0.9) with each block's LayerNorm started \
          at the `γ` and `β` named (`Norm::with_scale`, `Norm::with_shift`: PyTorch's \
          `nn.init.constant_`). The residual stream's statistics are measured on held-out \
@@ -156,7 +156,8 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         2 * width,
         schedule.steps,
         schedule.batch_size,
-        schedule.lr
+        schedule.lr,
+        images = lab.data.images(),
     ));
     out.figure(
         "init.png",

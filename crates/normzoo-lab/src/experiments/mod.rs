@@ -104,6 +104,12 @@ impl Experiment {
         }
     }
 
+    /// Whether the experiment trains on the lab's images ([`LabData`](crate::LabData)): all
+    /// but `sequences` (generated sums) and `advise` (no training).
+    pub fn trains_on_images(self) -> bool {
+        !matches!(self, Self::Sequences | Self::Advise)
+    }
+
     /// The link to the experiment's section inside the report (GitHub's heading anchors).
     pub fn anchor(self) -> String {
         let slug: String = self
@@ -222,18 +228,25 @@ fn csv_field(text: &str) -> String {
 pub(crate) const SECTION_FILE: &str = "section.md";
 /// The file holding an experiment's findings (JSON) inside its directory.
 pub(crate) const FINDINGS_FILE: &str = "findings.json";
+/// The file naming the images an image experiment trained on (e.g. `Fashion-MNIST`) inside its
+/// directory.
+pub(crate) const DATA_FILE: &str = "data.txt";
 
 impl Output {
     fn new(lab: &Lab, experiment: Experiment) -> Result<Self, LabError> {
         let dir = lab.out.join(experiment.name());
         fs::create_dir_all(&dir).map_err(write_error(&dir))?;
-        Ok(Self {
+        let mut out = Self {
             experiment,
             dir,
             files: Vec::new(),
             findings: Vec::new(),
             markdown: String::new(),
-        })
+        };
+        if experiment.trains_on_images() {
+            out.write(DATA_FILE, lab.data.name().as_bytes())?;
+        }
+        Ok(out)
     }
 
     /// Appends a paragraph (or any Markdown block) to the section.

@@ -27,7 +27,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     // Every run sees the same images: batch 4 takes eight times the steps of batch 32.
     let images_seen = 32 * lab.size.pick(6, 150, 1500);
     let lr = 0.02;
-    let data = Data::new(lab.seed, lab.size.pick(64, 320, 1000));
+    let data = Data::new(lab, lab.size.pick(64, 320, 1000));
     let device = lab.device.clone().autodiff();
     let (images, labels) = data.test_set(&lab.device);
     let total_steps: usize = BATCH_SIZES.iter().map(|b| images_seen / b).sum();
@@ -104,13 +104,14 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         "torchvision's ResNet18 layout with the CIFAR stem (3×3 first convolution, no \
          max-pool), {width} channels in the first stage (64 in the original), trained from the \
          same seed with every BatchNorm replaced by the normalizer named, on the same \
-         {images_seen} generated images: {} steps at batch 32 and {} at batch 4, SGD (lr \
+         {images_seen} {images}: {} steps at batch 32 and {} at batch 4, SGD (lr \
          {lr}, momentum 0.9). Test accuracy is on {} held-out images in evaluation mode. \
          LayerNorm (C×H×W) is GroupNorm with one group; LayerNorm2d normalizes the channels at \
          each position, as ConvNeXt does.",
         images_seen / 32,
         images_seen / 4,
-        data.test_len()
+        data.test_len(),
+        images = lab.data.images(),
     ));
     out.figure(
         "swap.png",

@@ -1,7 +1,9 @@
-//! The training loop the experiments share: SGD with momentum on fresh generated images.
+//! The training loop the experiments share: SGD with momentum on the lab's images.
 
 use std::ops::Range;
 
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -11,9 +13,9 @@ use burn::tensor::{Device, Int, Tensor};
 use indicatif::ProgressBar;
 use normzoo_models::{Mlp, ResNet};
 use normzoo_norm::StatsMode;
-use normzoo_train::data::SyntheticCifar;
+use normzoo_train::data::{ImageBatcher, ImageDataset};
 
-use crate::{SmallCnn, image_batch};
+use crate::{Lab, SmallCnn};
 
 /// A classifier of `[N, 3, 32, 32]` images.
 pub(crate) trait ImageModel: Module {
@@ -47,21 +49,19 @@ pub(crate) struct Schedule {
     pub lr: f64,
 }
 
-/// The images a run trains on (an endless stream: batch `k` is images `k·B..(k+1)·B`) and the
-/// held-out ones it is scored on.
+/// The images a run trains on (a stream: batch `k` is images `k·B..(k+1)·B` of the training
+/// split in its seeded order, wrapping around when a real dataset runs out) and the held-out
+/// ones it is scored on, from the lab's [`LabData`].
 pub(crate) struct Data {
-    train: SyntheticCifar,
-    test: SyntheticCifar,
-    test_len: usize,
+    train: ImageDataset,
+    test: ImageDataset,
 }
 
 impl Data {
-    pub(crate) fn new(seed: u64, test_len: usize) -> Self {
-        Self {
-            train: SyntheticCifar::new(usize::MAX, seed),
-            test: SyntheticCifar::new(test_len, seed ^ 0x7E57),
-            test_len,
-        }
+    /// The lab's images, ordered by its seed, with `test_len` test images.
+    pub(crate) fn new(lab: &Lab, test_len: usize) -> Self {
+        let (train, test) = lab.data.splits(lab.seed, test_len);
+        Self { train, test }
     }
 
     pub(crate) fn train_batch(
@@ -70,17 +70,39 @@ impl Data {
         batch_size: usize,
         device: &Device,
     ) -> (Tensor<4>, Tensor<1, Int>) {
-        image_batch(&self.train, step * batch_size, batch_size, device)
+        let first = step * batch_size;
+        let indices = (first..first + batch_size).map(|i| i % self.train.len());
+        batch(&self.train, indices, device)
     }
 
     /// How many held-out images [`Self::test_set`] has.
     pub(crate) fn test_len(&self) -> usize {
-        self.test_len
+        self.test.len()
     }
 
     pub(crate) fn test_set(&self, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-        image_batch(&self.test, 0, self.test_len, device)
+        batch(&self.test, 0..self.test.len(), device)
     }
+}
+
+/// The images at `indices` of `dataset`, normalized as its [`ImageSpec`] says and not augmented,
+/// with their labels.
+///
+/// [`ImageSpec`]: normzoo_train::data::ImageSpec
+fn batch(
+    dataset: &ImageDataset,
+    indices: impl Iterator<Item = usize>,
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Int>) {
+    let items = indices
+        .map(|i| {
+            dataset
+                .get(i)
+                .unwrap_or_else(|err| panic!("image {i} of {dataset:?}: {err}"))
+        })
+        .collect();
+    let batch = ImageBatcher::eval(dataset.spec()).batch(items, device);
+    (batch.images, batch.labels)
 }
 
 /// SGD with momentum 0.9 (no dampening, as PyTorch's).
@@ -257,14 +279,16 @@ pub(crate) fn smoothed(losses: &[f64], window: usize) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SmallCnnConfig;
+    use crate::{Size, SmallCnnConfig};
     use normzoo_norm::backend::compiled_devices;
 
     #[test]
     fn batched_accuracy_weighs_a_short_last_batch_by_its_size() {
         let (_, cpu) = compiled_devices().unwrap().remove(0);
         let model = SmallCnnConfig::new().init(&cpu).unwrap();
-        let data = Data::new(3, 10);
+        let mut lab = Lab::new("unused", Size::Quick, cpu.clone());
+        lab.seed = 3;
+        let data = Data::new(&lab, 10);
         let (images, labels) = data.test_set(&cpu);
         let whole = batched_accuracy(&model, &images, &labels, 10);
         let in_fours = batched_accuracy(&model.valid(), &images, &labels, 4);

@@ -33,7 +33,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
     let test_len = lab.size.pick(64, 320, 1000);
     let device = lab.device.clone().autodiff();
     let inner = lab.device.clone();
-    let data = Data::new(lab.seed, test_len);
+    let data = Data::new(lab, test_len);
     let (images, labels) = data.test_set(&inner);
 
     // A fresh model: the two modes with BatchNorm and with LayerNorm.
@@ -108,12 +108,14 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
 
     out.text(format!(
         "The lab's small CNN (three 3×3 convolutions, 16-32-64 channels, each followed by \
-         BatchNorm and ReLU) trains on the generated images (batch {}, SGD lr {}, momentum \
+         BatchNorm and ReLU) trains on the {images} (batch {}, SGD lr {}, momentum \
          0.9). At {checkpoints} points along the way it is scored on {test_len} held-out images \
          in evaluation mode, as it should be, and in training mode: what a forgotten \
          `model.eval()` (burn: `model.valid()`) does, each test batch normalized with its own \
          statistics.",
-        schedule.batch_size, schedule.lr
+        schedule.batch_size,
+        schedule.lr,
+        images = lab.data.images(),
     ));
     out.figure(
         "train-eval.png",

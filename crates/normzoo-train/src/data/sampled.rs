@@ -45,12 +45,27 @@ impl ImageDataset {
     /// At most `len` images drawn without replacement, the same for the same `seed` (a sample,
     /// not the first `len`: class-folder copies are sorted by class).
     pub fn sample(self, len: usize, seed: u64) -> Self {
-        let total = self.source.len();
-        if len >= total {
+        if len >= self.len() {
             return self;
         }
-        // A partial Fisher–Yates shuffle: the first `len` places of a seeded permutation.
-        let mut order: Vec<usize> = (0..total).collect();
+        self.permuted(len, seed)
+    }
+
+    /// Every image, in an order drawn from `seed` (the same for the same seed): for reading a
+    /// split as a stream of batches without an epoch's worth of one class at a time.
+    pub fn shuffled(self, seed: u64) -> Self {
+        let len = self.len();
+        self.permuted(len, seed)
+    }
+
+    /// The first `len` places of a seeded permutation of the images kept (a partial
+    /// Fisher–Yates shuffle).
+    fn permuted(self, len: usize, seed: u64) -> Self {
+        let mut order: Vec<usize> = match &self.indices {
+            Some(indices) => indices.to_vec(),
+            None => (0..self.source.len()).collect(),
+        };
+        let total = order.len();
         let mut rng = SplitMix(seed ^ 0x5A3D_1E2B_C0FF_EE11);
         for i in 0..len {
             let j = i + (rng.next() % (total - i) as u64) as usize;
@@ -138,5 +153,25 @@ mod tests {
             100,
             "a sample never grows"
         );
+    }
+
+    #[test]
+    fn a_shuffle_keeps_every_image_once_in_a_seeded_order() {
+        let full = ImageDataset::from(SyntheticCifar::new(50, 3));
+        let shuffled = full.clone().shuffled(4);
+        let order = shuffled.indices.clone().unwrap().to_vec();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_ne!(order, sorted, "not the original order");
+        assert_eq!(*full.clone().shuffled(4).indices.unwrap(), *order);
+        assert_ne!(*full.shuffled(5).indices.unwrap(), *order);
+        // A sample's shuffle keeps the sample.
+        let sample = ImageDataset::from(SyntheticCifar::new(50, 3)).sample(10, 1);
+        let mut kept = sample.indices.clone().unwrap().to_vec();
+        let mut reshuffled = sample.shuffled(2).indices.unwrap().to_vec();
+        kept.sort();
+        reshuffled.sort();
+        assert_eq!(kept, reshuffled);
     }
 }
