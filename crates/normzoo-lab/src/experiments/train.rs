@@ -51,7 +51,7 @@ pub(crate) struct Schedule {
 
 /// The images a run trains on (a stream: batch `k` is images `k·B..(k+1)·B` of the training
 /// split in its seeded order, wrapping around when a real dataset runs out) and the held-out
-/// ones it is scored on, from the lab's [`LabData`].
+/// ones it is scored on, from the lab's [`LabData`](crate::LabData).
 pub(crate) struct Data {
     train: ImageDataset,
     test: ImageDataset,
