@@ -232,6 +232,14 @@ fn run(args: Args) -> Result<(), TrainError> {
         report.train_images,
         report.seconds
     );
+    if let Some(training_mode) = report.test_accuracy_training_mode {
+        println!(
+            "In training mode (each test batch of {} normalized with its own statistics): \
+             {training_mode:.2}%, a train/eval gap of {:+.2} points.",
+            config.batch_size,
+            training_mode - report.test_accuracy
+        );
+    }
     if let Some(rate) = report.train_images_per_second {
         let full_epoch = config.dataset.train_len();
         println!(

@@ -103,6 +103,14 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
     assert_eq!(report.epochs_completed, 4);
     assert_eq!((report.train_images, report.test_images), (64, 32));
     assert!((0.0..=100.0).contains(&report.test_accuracy));
+    let training_mode = report
+        .test_accuracy_training_mode
+        .expect("training-mode accuracy");
+    assert!((0.0..=100.0).contains(&training_mode));
+    assert!(
+        stdout.contains("In training mode (each test batch of 16"),
+        "{stdout}"
+    );
     assert!(!report.interrupted);
 
     // A second fresh run into the same directory is refused and changes nothing.
@@ -114,14 +122,15 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
 }
 
 /// Fashion-MNIST, as installed by `apt-get install dataset-fashion-mnist`: the run reads it
-/// from where Debian puts it, and says which dataset a full epoch was estimated for.
+/// from where Debian puts it, and says which dataset a full epoch was estimated for. With
+/// layer norm, which keeps no running statistics, training and evaluation mode score alike.
 #[test]
 fn a_tiny_fashion_mnist_run() {
     let dir = tempfile::tempdir().unwrap();
     let artifacts = dir.path().join("run");
     let mut command = example();
     tiny_run(&mut command, &artifacts, 32, 1);
-    command.args(["--dataset", "fashion-mnist"]);
+    command.args(["--dataset", "fashion-mnist", "--norm", "layer2d"]);
     let output = run(&mut command);
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     assert!(
@@ -136,6 +145,10 @@ fn a_tiny_fashion_mnist_run() {
     );
     let report = report(&artifacts);
     assert_eq!((report.train_images, report.test_images), (32, 32));
+    assert_eq!(
+        report.test_accuracy_training_mode,
+        Some(report.test_accuracy)
+    );
 }
 
 #[test]

@@ -41,7 +41,7 @@ pub use log_lines::LineRenderer;
 pub use recipe::{CIFAR_MODELS, DatasetSource, RunConfig, Schedule};
 pub use run::{
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,
-    RunReport, device_named, evaluate, train,
+    RunReport, device_named, evaluate, evaluate_in_training_mode, train,
 };
 
 /// The first CPU backend's device, for tests that no backend changes.
