@@ -14,7 +14,8 @@ evaluation after each epoch all count. A side is stopped as soon as it reaches `
 (percent), unless `--run-to-end`. The result is a Markdown table and `results.json` in `--out`.
 
 The recipe, on both sides: ResNet18 with the CIFAR stem (3×3 convolution, stride 1, no
-max-pool; torchvision's `resnet18(num_classes=10)` otherwise), batch 128, SGD with Nesterov
+max-pool; torchvision's `resnet18(num_classes=10)` otherwise) with batch norm or `--norm`
+(group[:G], layer2d, instance, none: torchvision's `norm_layer`), batch 128, SGD with Nesterov
 momentum 0.9 and weight decay 5e-4 on every parameter, the learning rate warming up linearly
 from a tenth of `--lr` to `--lr` over the first 15% of the steps then following a cosine to 0
 (stepped every batch), the 28×28 images centred on a 32×32 input (a 2-pixel black border),
@@ -64,6 +65,29 @@ def read_idx(directory, stem):
 # PyTorch's side, run as a child process (`--pytorch-worker`).
 
 
+def norm_layer(name):
+    """torchvision's `norm_layer` for one of normzoo's normalizer names."""
+    import torch.nn as nn
+
+    class LayerNorm2d(nn.LayerNorm):
+        """timm's: layer normalization over the channels at every position."""
+
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    kind, _, groups = name.partition(":")
+    layers = {
+        "batch": nn.BatchNorm2d,
+        "group": lambda channels: nn.GroupNorm(int(groups or 32), channels),
+        "layer2d": lambda channels: LayerNorm2d(channels, eps=1e-6),
+        "instance": lambda channels: nn.InstanceNorm2d(channels, affine=True),
+        "none": lambda channels: nn.Identity(),
+    }
+    if kind not in layers:
+        sys.exit(f"--norm {name}: expected batch, group[:G], layer2d, instance or none")
+    return layers[kind]
+
+
 def pytorch_worker(args):
     import torch
     import torch.nn as nn
@@ -104,7 +128,7 @@ def pytorch_worker(args):
             crops.append(crop.flip(-1) if flip else crop)
         return torch.stack(crops)
 
-    model = torchvision.models.resnet18(num_classes=10)
+    model = torchvision.models.resnet18(num_classes=10, norm_layer=norm_layer(args.norm))
     model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
     optimizer = torch.optim.SGD(
@@ -217,6 +241,9 @@ def main():
     parser.add_argument("--target", type=float, default=90.0, help="test accuracy, percent")
     parser.add_argument("--lr", type=float, default=0.1, help="the peak learning rate")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--norm", default="batch", help="batch, group[:G], layer2d, instance or none"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-dir", help="Fashion-MNIST's IDX files (default: as normzoo)")
     parser.add_argument(
@@ -244,6 +271,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     recipe = ["--epochs", str(args.epochs), "--lr", str(args.lr)]
     recipe += ["--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+    recipe += ["--norm", args.norm]
     data_dir = ["--data-dir", args.data_dir] if args.data_dir else []
     for flag, limit in (("--limit-train", args.limit_train), ("--limit-test", args.limit_test)):
         if limit:
