@@ -31,8 +31,8 @@ FULL_BATCH = 128
 SMALL_BATCH = 8
 TEST_SPLIT = "valid"  # burn-train's name for the split scored after each epoch
 
-# (name, model, normalizer (None: the model's own), batch size)
 NORMS = ("batch", "group:32", "layer2d", "instance", "none")
+# (name, model, normalizer (None: the model's own), batch size)
 RUNS = [
     *[(f"resnet18-{norm.replace(':', '')}-b{FULL_BATCH}", "resnet18", norm, FULL_BATCH)
       for norm in NORMS],
