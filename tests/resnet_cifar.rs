@@ -123,7 +123,8 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
 
 /// Fashion-MNIST, as installed by `apt-get install dataset-fashion-mnist`: the run reads it
 /// from where Debian puts it, and says which dataset a full epoch was estimated for. With
-/// layer norm, which keeps no running statistics, training and evaluation mode score alike.
+/// layer norm, which keeps no running statistics, training and evaluation mode score alike. A
+/// narrow ResNet18 and the augmentation flags are saved with the run.
 #[test]
 fn a_tiny_fashion_mnist_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,6 +132,7 @@ fn a_tiny_fashion_mnist_run() {
     let mut command = example();
     tiny_run(&mut command, &artifacts, 32, 1);
     command.args(["--dataset", "fashion-mnist", "--norm", "layer2d"]);
+    command.args(["--width", "8", "--crop-padding", "1", "--flip", "false"]);
     let output = run(&mut command);
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     assert!(
@@ -142,6 +144,10 @@ fn a_tiny_fashion_mnist_run() {
     assert_eq!(
         config.dataset,
         normzoo::train::DatasetSource::FashionMnist { dir: None }
+    );
+    assert_eq!(
+        (config.width, config.crop_padding, config.horizontal_flip),
+        (Some(8), Some(1), Some(false))
     );
     let report = report(&artifacts);
     assert_eq!((report.train_images, report.test_images), (32, 32));
@@ -350,6 +356,15 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     case(&["--norm", "layer"], "does not apply");
     case(&["--norm", "group:7"], "divisible");
     case(&["--batch-size", "0"], "--batch-size");
+    case(
+        &["--model", "vgg16", "--width", "16"],
+        "--width: applies to resnet18 only, got --model vgg16",
+    );
+    case(&["--width", "0"], "--width: expected at least 1 channel");
+    case(
+        &["--crop-padding", "9"],
+        "--crop-padding: expected at most 8",
+    );
     case(
         &["--device", "tpu"],
         "`tpu` is not compiled into this build",

@@ -12,12 +12,15 @@ use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
 use burn::tensor::Device;
-use normzoo_models::{ImageClassifier, ModelError};
+use normzoo_models::{ImageClassifier, ModelError, ResNetConfig};
 use normzoo_norm::NormConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::data::{CifarDataset, FashionMnist};
+use crate::data::{Augmentation, CifarDataset, FashionMnist};
+
+/// The most padding `--crop-padding` takes: a quarter of the 32-pixel input on every side.
+const MAX_CROP_PADDING: usize = 8;
 
 /// The models `--model` names, as trained on 32×32 images, and what each builds.
 pub const CIFAR_MODELS: [(&str, &str); 4] = [
@@ -125,6 +128,19 @@ pub struct RunConfig {
     /// stem, the 10-class head) stays initialised. Ignored when resuming.
     #[serde(default)]
     pub pretrained: Option<PathBuf>,
+    /// ResNet18's base width: the channels of its first stage, doubled at each of the next
+    /// three (64 in the standard model). `None` for the standard model; ResNet18 only.
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// Random training crops of the input zero-padded by this many pixels, in place of the
+    /// dataset's own (4 for CIFAR-10, 2 for Fashion-MNIST); 0 for none. `None` keeps the
+    /// dataset's.
+    #[serde(default)]
+    pub crop_padding: Option<usize>,
+    /// Whether training images are mirrored left to right half the time, in place of the
+    /// dataset's choice (yes for every dataset). `None` keeps the dataset's.
+    #[serde(default)]
+    pub horizontal_flip: Option<bool>,
 }
 
 impl Default for RunConfig {
@@ -146,6 +162,9 @@ impl Default for RunConfig {
             limit_test: None,
             num_workers: 2,
             pretrained: None,
+            width: None,
+            crop_padding: None,
+            horizontal_flip: None,
         }
     }
 }
@@ -190,6 +209,26 @@ impl RunConfig {
                 format!("expected a value ≥ 0, got {}", self.weight_decay),
             );
         }
+        if let Some(width) = self.width {
+            if self.model != "resnet18" {
+                return invalid(
+                    "--width",
+                    format!("applies to resnet18 only, got --model {}", self.model),
+                );
+            }
+            if width == 0 {
+                return invalid("--width", "expected at least 1 channel, got 0".into());
+            }
+        }
+        if let Some(padding) = self
+            .crop_padding
+            .filter(|&padding| padding > MAX_CROP_PADDING)
+        {
+            return invalid(
+                "--crop-padding",
+                format!("expected at most {MAX_CROP_PADDING} pixels, got {padding}"),
+            );
+        }
         for (setting, limit) in [
             ("--limit-train", self.limit_train),
             ("--limit-test", self.limit_test),
@@ -216,7 +255,31 @@ impl RunConfig {
                 return Err(ModelError::UnknownModel { name: other.into() });
             }
         };
-        ImageClassifier::from_name(name, 10, self.norm.clone().or(default_norm), device)
+        let norm = self.norm.clone().or(default_norm);
+        match self.width {
+            Some(width) if name == "resnet18-cifar" => {
+                let config = ResNetConfig::resnet18_cifar(10).with_width(width);
+                let config = match norm {
+                    Some(norm) => config.with_norm(norm),
+                    None => config,
+                };
+                Ok(ImageClassifier::ResNet(config.init(device)?))
+            }
+            Some(_) => Err(ModelError::InvalidConfig {
+                model: "ImageClassifier",
+                message: format!("a width applies to resnet18 only, got {}", self.model),
+            }),
+            None => ImageClassifier::from_name(name, 10, norm, device),
+        }
+    }
+
+    /// What training does to each image: the dataset's `own` augmentation, with this run's
+    /// crop padding and flip in place of the dataset's where given.
+    pub fn augmentation(&self, own: Augmentation) -> Augmentation {
+        Augmentation {
+            crop_padding: self.crop_padding.unwrap_or(own.crop_padding),
+            horizontal_flip: self.horizontal_flip.unwrap_or(own.horizontal_flip),
+        }
     }
 
     /// SGD with Nesterov momentum (no dampening, as PyTorch's `SGD(nesterov=True)`) and weight
@@ -267,5 +330,56 @@ impl RunConfig {
                 .map_err(refused)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use normzoo_models::num_trainable_params;
+
+    use super::*;
+
+    #[test]
+    fn the_augmentation_flags_replace_only_what_they_name() {
+        let own = Augmentation {
+            crop_padding: 2,
+            horizontal_flip: true,
+        };
+        let mut config = RunConfig::default();
+        assert_eq!(config.augmentation(own), own);
+        config.crop_padding = Some(0);
+        assert_eq!(config.augmentation(own).crop_padding, 0);
+        assert!(config.augmentation(own).horizontal_flip);
+        config.horizontal_flip = Some(false);
+        assert_eq!(config.augmentation(own), Augmentation::NONE);
+    }
+
+    #[test]
+    fn a_width_builds_a_narrower_resnet18_and_nothing_else() {
+        let device = Device::default();
+        let config = RunConfig {
+            width: Some(8),
+            ..Default::default()
+        };
+        config.validate().unwrap();
+        let built = match config.build_model(&device).unwrap() {
+            ImageClassifier::ResNet(network) => network,
+            other => panic!("expected a ResNet, got {other:?}"),
+        };
+        let expected = ResNetConfig::resnet18_cifar(10)
+            .with_width(8)
+            .init(&device)
+            .unwrap();
+        assert_eq!(
+            num_trainable_params(&built),
+            num_trainable_params(&expected)
+        );
+
+        let vgg = RunConfig {
+            model: "vgg16".into(),
+            ..config
+        };
+        assert!(vgg.validate().is_err());
+        assert!(vgg.build_model(&device).is_err());
     }
 }

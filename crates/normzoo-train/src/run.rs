@@ -34,8 +34,8 @@ use normzoo_models::{ImageClassifier, LoadReport, TorchvisionWeights};
 use crate::TrainError;
 use crate::classifier::Classifier;
 use crate::data::{
-    CifarDataset, DataError, FashionMnist, ImageBatcher, ImageDataset, Split, SyntheticCifar,
-    download_cifar10,
+    CifarDataset, DataError, FashionMnist, ImageBatcher, ImageDataset, ImageSpec, Split,
+    SyntheticCifar, download_cifar10,
 };
 use crate::error::io_error;
 use crate::log_lines::LineRenderer;
@@ -200,7 +200,11 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
     let csv = CsvMetricLogger::append(dir.join(METRICS_FILE))
         .map_err(io_error(dir.join(METRICS_FILE)))?;
 
-    let loader_train = DataLoaderBuilder::new(ImageBatcher::train(train_set.spec(), config.seed))
+    let train_spec = ImageSpec {
+        augmentation: config.augmentation(train_set.spec().augmentation),
+        ..train_set.spec()
+    };
+    let loader_train = DataLoaderBuilder::new(ImageBatcher::train(train_spec, config.seed))
         .batch_size(config.batch_size)
         .shuffle(config.seed ^ resume_epoch.unwrap_or(0) as u64)
         .num_workers(config.num_workers)
@@ -435,6 +439,21 @@ fn check_same_run(saved: &RunConfig, given: &RunConfig) -> Result<(), TrainError
             format!("{:?}", given.schedule),
         ),
         mismatch("--seed", saved.seed.to_string(), given.seed.to_string()),
+        mismatch(
+            "--width",
+            format!("{:?}", saved.width),
+            format!("{:?}", given.width),
+        ),
+        mismatch(
+            "--crop-padding",
+            format!("{:?}", saved.crop_padding),
+            format!("{:?}", given.crop_padding),
+        ),
+        mismatch(
+            "--flip",
+            format!("{:?}", saved.horizontal_flip),
+            format!("{:?}", given.horizontal_flip),
+        ),
         mismatch(
             "--limit-train",
             format!("{:?}", saved.limit_train),
