@@ -6,9 +6,8 @@ example on the same seeded subset; then the table (`normalizers.md`), the number
     cargo build --example resnet_cifar           # or --release, with --bin below
     python3 docs/fashion-mnist/normalizers.py    # 2 hours on a 2-core Xeon (dev profile)
 
-Each run goes into `--runs/<name>`; a run whose `report.json` exists is not run again, so the
-script can be stopped and started again (a half-finished run is resumed with the example's
-`--resume`). `--only NAME…` runs some of them, `--table-only` only writes the outputs.
+Runs go into `--runs/<name>` and resume (see `runs.py`); `--only NAME…` runs some of them,
+`--table-only` only writes the outputs.
 
 The recipe is the example's (SGD, Nesterov momentum 0.9, weight decay 5e-4, one-cycle learning
 rate, crops and flips); at batch 8 the peak learning rate is scaled with the batch, 0.1 × 8/128
@@ -17,19 +16,15 @@ Needs matplotlib for the figure.
 """
 
 import argparse
-import csv
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from runs import DEFAULT_BIN, ROOT, finished, read_run, train, write_csv
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 PEAK_LR = 0.1
 FULL_BATCH = 128
 SMALL_BATCH = 8
-TEST_SPLIT = "valid"  # burn-train's name for the split scored after each epoch
 
 NORMS = ("batch", "group:32", "layer2d", "instance", "none")
 # (name, model, normalizer (None: the model's own), batch size)
@@ -45,7 +40,7 @@ RUNS = [
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bin", default=str(ROOT / "target/debug/examples/resnet_cifar"))
+    parser.add_argument("--bin", default=str(DEFAULT_BIN))
     parser.add_argument("--runs", default=str(ROOT / "target/runs/fashion-mnist-normalizers"))
     parser.add_argument("--limit-train", type=int, default=3000)
     parser.add_argument("--limit-test", type=int, default=1000)
@@ -60,64 +55,30 @@ def learning_rate(batch):
     return PEAK_LR * batch / FULL_BATCH
 
 
-def train(args, name, model, norm, batch):
-    directory = Path(args.runs) / name
-    if (directory / "report.json").exists():
-        return
-    command = [args.bin, "--dataset", "fashion-mnist", "--model", model,
-               "--batch-size", str(batch), "--lr", str(learning_rate(batch)),
-               "--epochs", str(args.epochs), "--seed", str(args.seed),
-               "--limit-train", str(args.limit_train), "--limit-test", str(args.limit_test),
-               "--artifact-dir", str(directory)]
-    if norm:
-        command += ["--norm", norm]
-    if (directory / "config.json").exists():
-        command.append("--resume")
-    print(f"== {name}: {' '.join(command)}", flush=True)
-    start = time.time()
-    with open(Path(args.runs) / f"{name}.log", "a") as log:
-        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    outcome = "" if status == 0 else f", failed with status {status} (see {name}.log)"
-    print(f"   {time.time() - start:.0f} s{outcome}", flush=True)
+def flags(args, model, norm, batch):
+    flags = ["--model", model, "--batch-size", str(batch), "--lr", str(learning_rate(batch)),
+             "--epochs", str(args.epochs), "--seed", str(args.seed),
+             "--limit-train", str(args.limit_train), "--limit-test", str(args.limit_test)]
+    return flags + (["--norm", norm] if norm else [])
 
 
-def read_run(args, name, model, norm, batch):
-    directory = Path(args.runs) / name
-    report = json.loads((directory / "report.json").read_text())
-    curves = {"test": {}, "train": {}}
-    throughput = []
-    with open(directory / "metrics.csv") as file:
-        for row in csv.DictReader(file):
-            epoch, value = int(row["epoch"]), float(row["value"])
-            if row["metric"] == "Accuracy":
-                curves["test" if row["split"] == TEST_SPLIT else "train"][epoch] = value
-            elif row["metric"] == "Throughput" and row["split"] == "train":
-                throughput.append(value)
-    last = max(curves["train"])
-    return {
-        "name": name,
-        "model": model,
-        "norm": norm or {"vgg16-bn": "batch", "convnext": "layer2d"}[model],
-        "batch": batch,
-        "lr": learning_rate(batch),
-        "test": report["test_accuracy"],
-        "test_training_mode": report["test_accuracy_training_mode"],
-        "train_last_epoch": curves["train"][last],
-        "test_curve": [curves["test"][e] for e in sorted(curves["test"])],
-        "minutes": report["seconds"] / 60,
-        "images_per_second": throughput[-1] if throughput else float("nan"),
-    }
+def result(args, name, model, norm, batch):
+    run = read_run(args.runs, name)
+    run.update(
+        name=name,
+        model=model,
+        norm=norm or {"vgg16-bn": "batch", "convnext": "layer2d"}[model],
+        batch=batch,
+        lr=learning_rate(batch),
+        train_last_epoch=run["train_curve"][-1],
+    )
+    return run
 
 
 def write_outputs(args, results):
     fields = ["name", "model", "norm", "batch", "lr", "test", "test_training_mode",
               "train_last_epoch", "minutes", "images_per_second"]
-    with open(HERE / "normalizers.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for result in results:
-            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v)
-                             for k, v in result.items()})
+    write_csv(HERE / "normalizers.csv", results, fields)
 
     lines = [
         "| model | normalizer | batch | peak lr | test accuracy | in training mode | "
@@ -163,11 +124,11 @@ def main():
     if not args.table_only:
         Path(args.runs).mkdir(parents=True, exist_ok=True)
         for run in selected:
-            train(args, *run)
-    done = [run for run in RUNS if (Path(args.runs) / run[0] / "report.json").exists()]
+            train(args.bin, args.runs, run[0], flags(args, *run[1:]))
+    done = [run for run in RUNS if finished(args.runs, run[0])]
     if not done:
         sys.exit("no finished runs to tabulate")
-    write_outputs(args, [read_run(args, *run) for run in done])
+    write_outputs(args, [result(args, *run) for run in done])
 
 
 if __name__ == "__main__":

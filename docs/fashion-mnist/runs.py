@@ -1,0 +1,73 @@
+"""Running the `resnet_cifar` example from a script and reading back what a run left: what the
+Fashion-MNIST studies beside this file (`normalizers.py`, `recipe.py`) share.
+
+A run goes into `<runs>/<name>`; one whose `report.json` exists is not run again, and one that
+stopped half-way is continued with the example's `--resume`, so a study can be stopped and
+started again.
+"""
+
+import csv
+import json
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = ROOT / "target/debug/examples/resnet_cifar"
+TEST_SPLIT = "valid"  # burn-train's name for the split scored after each epoch
+
+
+def train(binary, runs, name, flags):
+    """Trains run `name` on Fashion-MNIST with the example's `flags`, its output in
+    `<runs>/<name>.log`; nothing when it has finished already."""
+    directory = Path(runs) / name
+    if (directory / "report.json").exists():
+        return
+    command = [str(binary), "--dataset", "fashion-mnist", *flags,
+               "--artifact-dir", str(directory)]
+    if (directory / "config.json").exists():
+        command.append("--resume")
+    print(f"== {name}: {' '.join(command)}", flush=True)
+    start = time.time()
+    with open(Path(runs) / f"{name}.log", "a") as log:
+        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    outcome = "" if status == 0 else f", failed with status {status} (see {name}.log)"
+    print(f"   {time.time() - start:.0f} s{outcome}", flush=True)
+
+
+def finished(runs, name):
+    return (Path(runs) / name / "report.json").exists()
+
+
+def read_run(runs, name):
+    """What a finished run reports: the test accuracy in evaluation and in training mode, the
+    test and training accuracy after each epoch, its minutes and its last training
+    throughput."""
+    directory = Path(runs) / name
+    report = json.loads((directory / "report.json").read_text())
+    curves = {"test": {}, "train": {}}
+    throughput = []
+    with open(directory / "metrics.csv") as file:
+        for row in csv.DictReader(file):
+            epoch, value = int(row["epoch"]), float(row["value"])
+            if row["metric"] == "Accuracy":
+                curves["test" if row["split"] == TEST_SPLIT else "train"][epoch] = value
+            elif row["metric"] == "Throughput" and row["split"] == "train":
+                throughput.append(value)
+    return {
+        "test": report["test_accuracy"],
+        "test_training_mode": report["test_accuracy_training_mode"],
+        "test_curve": [curves["test"][e] for e in sorted(curves["test"])],
+        "train_curve": [curves["train"][e] for e in sorted(curves["train"])],
+        "minutes": report["seconds"] / 60,
+        "images_per_second": throughput[-1] if throughput else float("nan"),
+    }
+
+
+def write_csv(path, rows, fields):
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v)
+                             for k, v in row.items()})
