@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runs import DEFAULT_BIN, ROOT, finished, read_run, train, write_csv
+from runs import add_study_arguments, finished, read_run, train, write_csv
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,15 +37,11 @@ RUNS = [
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bin", default=str(DEFAULT_BIN))
-    parser.add_argument("--runs", default=str(ROOT / "target/runs/fashion-mnist-recipe"))
+    add_study_arguments(parser, "fashion-mnist-recipe")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--limit-train", type=int, default=10000)
     parser.add_argument("--limit-test", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--only", nargs="*", help="run only these (names as in the table)")
-    parser.add_argument("--table-only", action="store_true")
     return parser.parse_args()
 
 

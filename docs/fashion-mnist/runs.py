@@ -17,6 +17,16 @@ DEFAULT_BIN = ROOT / "target/debug/examples/resnet_cifar"
 TEST_SPLIT = "valid"  # burn-train's name for the split scored after each epoch
 
 
+def add_study_arguments(parser, runs):
+    """The arguments every study takes: the example binary, where its runs go (`runs`, under
+    `target/runs`, by default), the seed, `--only` and `--table-only`."""
+    parser.add_argument("--bin", default=str(DEFAULT_BIN))
+    parser.add_argument("--runs", default=str(ROOT / "target/runs" / runs))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", nargs="*", help="run only these (names as in the table)")
+    parser.add_argument("--table-only", action="store_true")
+
+
 def train(binary, runs, name, flags):
     """Trains run `name` on Fashion-MNIST with the example's `flags`, its output in
     `<runs>/<name>.log`; nothing when it has finished already."""
