@@ -414,14 +414,11 @@ fn check_same_run(saved: &RunConfig, given: &RunConfig) -> Result<(), TrainError
         Some(norm) => norm.to_string(),
         None => "the model's own".into(),
     };
+    let debug = |value: &dyn std::fmt::Debug| format!("{value:?}");
     let checks = [
         mismatch("--model", saved.model.clone(), given.model.clone()),
         mismatch("--norm", show_norm(&saved.norm), show_norm(&given.norm)),
-        mismatch(
-            "--dataset",
-            format!("{:?}", saved.dataset),
-            format!("{:?}", given.dataset),
-        ),
+        mismatch("--dataset", debug(&saved.dataset), debug(&given.dataset)),
         mismatch(
             "--batch-size",
             saved.batch_size.to_string(),
@@ -433,31 +430,23 @@ fn check_same_run(saved: &RunConfig, given: &RunConfig) -> Result<(), TrainError
             saved.weight_decay.to_string(),
             given.weight_decay.to_string(),
         ),
-        mismatch(
-            "--schedule",
-            format!("{:?}", saved.schedule),
-            format!("{:?}", given.schedule),
-        ),
+        mismatch("--schedule", debug(&saved.schedule), debug(&given.schedule)),
         mismatch("--seed", saved.seed.to_string(), given.seed.to_string()),
-        mismatch(
-            "--width",
-            format!("{:?}", saved.width),
-            format!("{:?}", given.width),
-        ),
+        mismatch("--width", debug(&saved.width), debug(&given.width)),
         mismatch(
             "--crop-padding",
-            format!("{:?}", saved.crop_padding),
-            format!("{:?}", given.crop_padding),
+            debug(&saved.crop_padding),
+            debug(&given.crop_padding),
         ),
         mismatch(
             "--flip",
-            format!("{:?}", saved.horizontal_flip),
-            format!("{:?}", given.horizontal_flip),
+            debug(&saved.horizontal_flip),
+            debug(&given.horizontal_flip),
         ),
         mismatch(
             "--limit-train",
-            format!("{:?}", saved.limit_train),
-            format!("{:?}", given.limit_train),
+            debug(&saved.limit_train),
+            debug(&given.limit_train),
         ),
     ];
     match checks.into_iter().flatten().next() {
