@@ -2,13 +2,12 @@
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Flag, Module, ModuleDisplay, Param, RunningState};
-use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
 use crate::stats::{
-    Blend, Precision, fused_batch_norm, init_affine, init_running_stats,
+    Blend, batch_normalize, fused_batch_norm, init_affine, init_running_stats,
     normalize_with_running_stats, params_or_identity, unbiased, update_running,
 };
 
@@ -206,32 +205,18 @@ impl BatchNorm {
         update_running_stats: bool,
         values_per_channel: usize,
     ) -> Tensor<D> {
-        let precision = Precision::of(input.dtype());
         let (gamma, beta) =
             params_or_identity(&self.gamma, &self.beta, self.num_features, &input.device());
         let dims = input.dims();
         let channels_first: Tensor<3> =
-            input
-                .clone()
-                .reshape([dims[0], dims[1], values_per_channel / dims[0]]);
-        if let Some((output, mean, var)) =
+            input.reshape([dims[0], dims[1], values_per_channel / dims[0]]);
+        let (output, mean, var) =
             fused_batch_norm(&channels_first, gamma.clone(), beta.clone(), self.eps)
-        {
-            if update_running_stats {
-                self.update_running_stats(mean, var, values_per_channel);
-            }
-            return output.reshape(dims);
-        }
-        let result = batch_norm_train(
-            precision.widen(input),
-            precision.widen(gamma),
-            precision.widen(beta),
-            self.eps,
-        );
+                .unwrap_or_else(|| batch_normalize(channels_first, gamma, beta, self.eps));
         if update_running_stats {
-            self.update_running_stats(result.mean, result.variance, values_per_channel);
+            self.update_running_stats(mean, var, values_per_channel);
         }
-        precision.restore(result.output)
+        output.reshape(dims)
     }
 
     fn update_running_stats(&self, mean: Tensor<1>, biased_var: Tensor<1>, n: usize) {

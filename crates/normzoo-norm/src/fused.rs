@@ -12,6 +12,13 @@
 //! g = dy·γ,   dx = r·(g − mean(g) − x̂·mean(g·x̂)),   dγ = Σ dy·x̂,   dβ = Σ dy
 //! ```
 //!
+//! The mean is carried as two f32 values, the one nearest it and the remainder
+//! (`μ = μ₀ + μ₁`), and every kernel centres before it scales: `x − μ₀` is exact for the values
+//! near the mean, so a mean far from 0 against the spread (1e4 and 0.1) loses none of the
+//! output's digits, where `x·(r·γ) + (β − μ·r·γ)` would lose them in the cancellation and a
+//! single f32 mean would be off by up to half its last place (5e-4 at 1e4, 5e-3 after dividing
+//! by a std of 0.1).
+//!
 //! where the means run over the row (RMSNorm drops the `mean(g)` term) and `dγ`, `dβ` sum over
 //! every position of their channel. BatchNorm is the same formula with the statistics taken per
 //! channel across the batch (`[N, C, S]`, `N` runs of `S` values each): one op computes them,
@@ -80,9 +87,10 @@ pub(crate) trait FusedNormBackend: Backend {
         eps: f64,
     ) -> FloatTensor<Self>;
 
-    /// Each channel's mean and biased variance over `x` (`[N, C, S]`), as `[2, C]`. Not
-    /// differentiable: [`batch_normalize`](Self::batch_normalize)'s backward pass accounts for
-    /// the statistics' dependence on `x`.
+    /// Each channel's mean, biased variance and the mean's f32 remainder over `x`
+    /// (`[N, C, S]`), as `[3, C]`. Not differentiable:
+    /// [`batch_normalize`](Self::batch_normalize)'s backward pass accounts for the statistics'
+    /// dependence on `x`.
     fn channel_statistics(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// BatchNorm's `x̂·γ + β` per channel of `x` (`[N, C, S]`), with `statistics` computed by
@@ -242,8 +250,12 @@ fn recorded<C: CheckpointStrategy, B: Backward<Flex, 3>>(
     }
 }
 
-/// Each row's mean and `1 / sqrt(σ² + ε)`, interleaved: `[μ₀, r₀, μ₁, r₁, …]`.
+/// Each row's statistics, interleaved as [`STATISTICS`] values per row: the mean (the f32
+/// nearest it, then the remainder) and `1 / sqrt(σ² + ε)`.
 type RowStatistics = Vec<f32>;
+
+/// Values per row (or channel, or position) in the saved statistics: `[μ₀, μ₁, r]`.
+const STATISTICS: usize = 3;
 
 /// What the backward pass needs from the forward pass.
 #[derive(Debug, Clone)]
@@ -254,7 +266,8 @@ struct Saved {
     grouping: Grouping,
 }
 
-/// What the channels-first backward pass needs from its forward pass: each position's `[μ, r]`.
+/// What the channels-first backward pass needs from its forward pass: each position's
+/// `[μ₀, μ₁, r]`.
 #[derive(Debug, Clone)]
 struct ChannelsSaved {
     x: FlexTensor,
@@ -345,14 +358,15 @@ fn forward(
             #[inline(always)]
             || {
                 let x = &x[row * width..(row + 1) * width];
-                let (mean, rstd) = row_statistics(x, grouping);
+                let [mean, low, rstd] = row_statistics(x, grouping);
                 let channels = group_channels(row, grouping);
                 let (gamma, beta) = (&gamma[channels.clone()], &beta[channels]);
+                // `(x − μ₀)·s + (β − μ₁·s)` with `s = r·γ`: centred before it is scaled.
                 if grouping.spatial == 1 {
                     // One channel per value (LayerNorm, RMSNorm): γ and β run along the row.
                     for (((out, &x), &gamma), &beta) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
                         let scale = rstd * gamma;
-                        out.write(x * scale + (beta - mean * scale));
+                        out.write((x - mean) * scale + (beta - low * scale));
                     }
                 } else {
                     // Runs of `spatial` values per channel (GroupNorm, InstanceNorm).
@@ -361,13 +375,13 @@ fn forward(
                         .zip(x.chunks_exact(grouping.spatial));
                     for ((out, x), (&gamma, &beta)) in runs.zip(gamma.iter().zip(beta)) {
                         let scale = rstd * gamma;
-                        let shift = beta - mean * scale;
+                        let shift = beta - low * scale;
                         for (out, &x) in out.iter_mut().zip(x) {
-                            out.write(x * scale + shift);
+                            out.write((x - mean) * scale + shift);
                         }
                     }
                 }
-                [mean, rstd]
+                [mean, low, rstd]
             },
         )
     };
@@ -457,7 +471,7 @@ fn backward(
     let sums = grad
         .par_chunks_exact_mut(width)
         .zip(x.par_chunks_exact(width))
-        .zip(statistics.par_chunks_exact(2))
+        .zip(statistics.par_chunks_exact(STATISTICS))
         .enumerate()
         .fold(zeros, |mut sums: AffineGrads, (row, ((grad, x), stats))| {
             vectorized(
@@ -530,30 +544,38 @@ fn backward_row(
     grouping: Grouping,
     sums: &mut AffineGrads,
 ) {
-    let (mean, rstd) = (stats[0], stats[1]);
+    let [mean, low, rstd] = [stats[0], stats[1], stats[2]];
     let channels = group_channels(row, grouping);
     let gamma = &gamma[channels.clone()];
     let width = grad.len() as f64;
-    // dx = r·γ·dy − r·mean(g) − r·x̂·mean(g·x̂), written as dy·(r·γ) + x·k₁ + k₀.
+    // dx = r·γ·dy − r·mean(g) − r·x̂·mean(g·x̂), with x̂ = (x − μ₀ − μ₁)·r written as
+    // dy·(r·γ) + (x − μ₀)·k₁ + k₀ (centred first, as in the forward pass).
     let coefficients = |sum_g: f64, sum_g_xhat: f64| {
         let mean_g = if grouping.center { sum_g / width } else { 0.0 };
         let mean_g_xhat = sum_g_xhat / width;
-        let (r, mu) = (f64::from(rstd), f64::from(mean));
+        let (r, low) = (f64::from(rstd), f64::from(low));
         let k1 = (-r * r * mean_g_xhat) as f32;
-        let k0 = (-r * mean_g + mu * r * r * mean_g_xhat) as f32;
+        let k0 = (-r * mean_g + low * r * r * mean_g_xhat) as f32;
         (k1, k0)
     };
     if grouping.spatial == 1 {
         // One channel per value (LayerNorm, RMSNorm): pass 1 sums Σ g and Σ g·x̂ (g = dy·γ),
         // pass 2 adds the row's dγ = Σ dy·x̂ and dβ = Σ dy into the partial sums as it
         // overwrites dy with dx.
-        let (sum_g, sum_g_xhat) = row_sums(grad, x, gamma, mean, rstd);
+        let (sum_g, sum_g_xhat) = row_sums(grad, x, gamma, [mean, low, rstd]);
         let (k1, k0) = coefficients(sum_g, sum_g_xhat);
         let (gamma_grad, beta_grad) = (
             &mut sums.partial_gamma[channels.clone()],
             &mut sums.partial_beta[channels],
         );
-        row_grads(grad, x, gamma, gamma_grad, beta_grad, [mean, rstd, k1, k0]);
+        row_grads(
+            grad,
+            x,
+            gamma,
+            gamma_grad,
+            beta_grad,
+            [mean, low, rstd, k1, k0],
+        );
         sums.row_done();
     } else {
         // Runs of `spatial` values per channel (GroupNorm, InstanceNorm): each run's Σ dy
@@ -567,8 +589,10 @@ fn backward_row(
             .zip(gamma)
             .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
         {
+            // Σ dy·x̂ = r·(Σ dy·(x − μ₀) − μ₁·Σ dy).
             let dy_sum = lane_sum(dy, |dy| dy);
-            let dy_xhat = lane_sum_pairs(dy, x, |dy, x| dy * (x - mean) * rstd);
+            let dy_centred = lane_sum_pairs(dy, x, |dy, x| dy * (x - mean));
+            let dy_xhat = f64::from(rstd) * (dy_centred - f64::from(low) * dy_sum);
             *gamma_grad += dy_xhat;
             *beta_grad += dy_sum;
             sum_g += dy_sum * f64::from(gamma);
@@ -581,48 +605,50 @@ fn backward_row(
         for ((dy, x), &gamma) in runs.zip(gamma) {
             let scale = rstd * gamma;
             for (dy, &x) in dy.iter_mut().zip(x) {
-                *dy = *dy * scale + x * k1 + k0;
+                *dy = *dy * scale + (x - mean) * k1 + k0;
             }
         }
     }
 }
 
 /// Pass 1 of [`backward_row`] for rows with one channel per value: `(Σ g, Σ g·x̂)` with
-/// `g = dy·γ`, in [`LANES`] f32 accumulators (the row is normalized, so nothing large cancels).
-/// It reads only `dy`, `x` and `γ`. With the partial `dγ`, `dβ` added in this loop too, as they
+/// `g = dy·γ`, in [`LANES`] f32 accumulators (the row is centred, so nothing large cancels):
+/// `Σ g·x̂ = r·(Σ g·(x − μ₀) − μ₁·Σ g)`. It reads only `dy`, `x` and `γ`. With the partial `dγ`, `dβ` added in this loop too, as they
 /// were, the compiler kept the accumulators in memory rather than in registers (a load and a
 /// store per addition); [`row_grads`] adds them instead.
 #[inline(always)]
-fn row_sums(dy: &[f32], x: &[f32], gamma: &[f32], mean: f32, rstd: f32) -> (f64, f64) {
+fn row_sums(dy: &[f32], x: &[f32], gamma: &[f32], [mean, low, rstd]: [f32; 3]) -> (f64, f64) {
     let (dy_chunks, dy_rest) = dy.as_chunks::<LANES>();
     let (x_chunks, x_rest) = x.as_chunks::<LANES>();
     let (gamma_chunks, gamma_rest) = gamma.as_chunks::<LANES>();
-    let (mut lane_g, mut lane_g_xhat) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let (mut lane_g, mut lane_g_centred) = ([0.0f32; LANES], [0.0f32; LANES]);
     for ((dy, x), gamma) in dy_chunks.iter().zip(x_chunks).zip(gamma_chunks) {
         for lane in 0..LANES {
-            let xhat = (x[lane] - mean) * rstd;
             let g = dy[lane] * gamma[lane];
             lane_g[lane] += g;
-            lane_g_xhat[lane] += g * xhat;
+            lane_g_centred[lane] += g * (x[lane] - mean);
         }
     }
     for ((&dy, &x), &gamma) in dy_rest.iter().zip(x_rest).zip(gamma_rest) {
         let g = dy * gamma;
         lane_g[0] += g;
-        lane_g_xhat[0] += g * ((x - mean) * rstd);
+        lane_g_centred[0] += g * (x - mean);
     }
-    lane_g
-        .iter()
-        .zip(lane_g_xhat)
-        .fold((0.0, 0.0), |(g, gx), (&lane_g, lane_g_xhat)| {
-            (g + f64::from(lane_g), gx + f64::from(lane_g_xhat))
-        })
+    let (sum_g, sum_g_centred) = lane_g.iter().zip(lane_g_centred).fold(
+        (0.0, 0.0),
+        |(g, centred), (&lane_g, lane_g_centred)| {
+            (g + f64::from(lane_g), centred + f64::from(lane_g_centred))
+        },
+    );
+    let (low, rstd) = (f64::from(low), f64::from(rstd));
+    (sum_g, rstd * (sum_g_centred - low * sum_g))
 }
 
 /// Pass 2 of [`backward_row`] for rows with one channel per value: adds `dy·x̂` and `dy` into
-/// the partial `dγ`, `dβ` and overwrites `dy` with `dx = dy·(r·γ) + x·k₁ + k₀`. A function of
-/// its own so that its slices are known not to overlap, which lets the loop be vectorised (the
-/// guarantee survives inlining, which puts it in [`vectorized`]'s AVX-512 and AVX2 copies).
+/// the partial `dγ`, `dβ` and overwrites `dy` with `dx = dy·(r·γ) + (x − μ₀)·k₁ + k₀`. A
+/// function of its own so that its slices are known not to overlap, which lets the loop be
+/// vectorised (the guarantee survives inlining, which puts it in [`vectorized`]'s AVX-512 and
+/// AVX2 copies).
 #[inline(always)]
 fn row_grads(
     dy: &mut [f32],
@@ -630,38 +656,42 @@ fn row_grads(
     gamma: &[f32],
     gamma_grad: &mut [f32],
     beta_grad: &mut [f32],
-    [mean, rstd, k1, k0]: [f32; 4],
+    [mean, low, rstd, k1, k0]: [f32; 5],
 ) {
     let values = dy.iter_mut().zip(x).zip(gamma);
     for (((dy, &x), &gamma), (gamma_grad, beta_grad)) in
         values.zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
     {
         let grad = *dy;
-        *gamma_grad += grad * ((x - mean) * rstd);
+        *gamma_grad += grad * (((x - mean) - low) * rstd);
         *beta_grad += grad;
-        *dy = grad * (rstd * gamma) + x * k1 + k0;
+        *dy = grad * (rstd * gamma) + (x - mean) * k1 + k0;
     }
 }
 
-/// The mean (0 without centering) and `1 / sqrt(σ² + ε)` of one row, in two passes: the mean,
-/// then the mean squared deviation from it (so that a large mean does not cancel the
-/// variance's digits). See [`moments`].
+/// One row's `[μ₀, μ₁, r]`: the mean as two f32 values (0 without centering) and
+/// `1 / sqrt(σ² + ε)`, in two passes: the mean, then the mean squared deviation from it (so
+/// that a large mean does not cancel the variance's digits). See [`moments`].
 #[inline(always)]
-fn row_statistics(x: &[f32], grouping: Grouping) -> (f32, f32) {
-    let (mean, var) = if grouping.center {
+fn row_statistics(x: &[f32], grouping: Grouping) -> [f32; STATISTICS] {
+    let (mean, low, var) = if grouping.center {
         moments(|| std::iter::once(x), x.len())
     } else {
-        (0.0, lane_sum(x, |x| x * x) / x.len() as f64)
+        (0.0, 0.0, lane_sum(x, |x| x * x) / x.len() as f64)
     };
-    (mean, (1.0 / (var + grouping.eps).sqrt()) as f32)
+    [mean, low, (1.0 / (var + grouping.eps).sqrt()) as f32]
 }
 
-/// The mean and biased variance of the `count` values in `runs` (a fresh iterator per pass).
-/// The mean sums the values' offsets from the first one, and the variance the deviations from
-/// the f64 mean, so both sums stay small next to the values even when the mean is large, and
-/// [`lane_sum`]'s short f32 blocks lose no digit that matters.
+/// The mean of the `count` values in `runs` (a fresh iterator per pass) as the f32 nearest it
+/// and the f32 remainder, and their biased variance. The mean sums the values' offsets from the
+/// first one, and the variance the deviations from the mean, so both sums stay small next to
+/// the values even when the mean is large, and [`lane_sum`]'s short f32 blocks lose no digit
+/// that matters.
 #[inline(always)]
-fn moments<'a, I: Iterator<Item = &'a [f32]>>(runs: impl Fn() -> I, count: usize) -> (f32, f64) {
+fn moments<'a, I: Iterator<Item = &'a [f32]>>(
+    runs: impl Fn() -> I,
+    count: usize,
+) -> (f32, f32, f64) {
     let n = count as f64;
     let first = runs().find_map(|run| run.first().copied()).unwrap_or(0.0);
     // Loops rather than iterator sums: these inline into `vectorized`'s AVX-512 and AVX2 copies.
@@ -678,7 +708,7 @@ fn moments<'a, I: Iterator<Item = &'a [f32]>>(runs: impl Fn() -> I, count: usize
     for run in runs() {
         squares += lane_sum(run, |x| deviation(x) * deviation(x));
     }
-    (mean_high, squares / n)
+    (mean_high, mean_low, squares / n)
 }
 
 /// Independent accumulators per sum. A single running sum would make every addition wait for
@@ -781,29 +811,32 @@ fn channel_runs(
     })
 }
 
-/// Each channel's mean and biased variance (two passes, see [`moments`]), as `[2, C]`.
+/// Each channel's mean, biased variance and the mean's f32 remainder (two passes, see
+/// [`moments`]), as `[3, C]`.
 fn channel_statistics(x: &FlexTensor) -> FlexTensor {
     let dims @ [samples, channels, spatial] = dims3(x);
     let x = values(x);
-    let per_channel: Vec<(f32, f32)> = (0..channels)
+    let per_channel: Vec<[f32; 3]> = (0..channels)
         .into_par_iter()
         .map(|channel| {
             let runs = || channel_runs(&x, dims, channel);
-            let (mean, var) = vectorized(
+            let (mean, low, var) = vectorized(
                 #[inline(always)]
                 || moments(runs, samples * spatial),
             );
-            (mean, var as f32)
+            [mean, var as f32, low]
         })
         .collect();
-    let (means, vars): (Vec<f32>, Vec<f32>) = per_channel.into_iter().unzip();
-    tensor_from([means, vars].concat(), [2, channels])
+    let row = |index: usize| per_channel.iter().map(move |stats| stats[index]);
+    let values = row(0).chain(row(1)).chain(row(2)).collect();
+    tensor_from(values, [3, channels])
 }
 
-/// Each channel's batch mean and `1 / sqrt(σ² + ε)`.
+/// Each channel's batch mean (the f32 nearest it and the remainder) and `1 / sqrt(σ² + ε)`.
 #[derive(Debug, Clone)]
 struct ChannelScale {
     mean: Vec<f32>,
+    mean_low: Vec<f32>,
     rstd: Vec<f32>,
 }
 
@@ -815,7 +848,8 @@ struct BatchSaved {
     channels: ChannelScale,
 }
 
-/// BatchNorm's forward kernel: `x·(r·γ) + (β − μ·r·γ)` per channel, and the scale it used.
+/// BatchNorm's forward kernel: `(x − μ₀)·(r·γ) + (β − μ₁·r·γ)` per channel, and the scale it
+/// used.
 fn batch_forward(
     x: &FlexTensor,
     gamma: &FlexTensor,
@@ -825,7 +859,8 @@ fn batch_forward(
 ) -> (FlexTensor, ChannelScale) {
     let [_, channels, spatial] = dims3(x);
     let statistics = values(statistics);
-    let (mean, var) = statistics.split_at(channels);
+    let (mean, rest) = statistics.split_at(channels);
+    let (var, mean_low) = rest.split_at(channels);
     let rstd: Vec<f32> = var
         .iter()
         .map(|&var| (1.0 / (f64::from(var) + eps).sqrt()) as f32)
@@ -833,17 +868,18 @@ fn batch_forward(
     let (gamma, beta) = (values(gamma), values(beta));
     let scale: Vec<f32> = rstd.iter().zip(gamma.iter()).map(|(r, g)| r * g).collect();
     let shift: Vec<f32> = (0..channels)
-        .map(|c| beta[c] - mean[c] * scale[c])
+        .map(|c| beta[c] - mean_low[c] * scale[c])
         .collect();
     let x_values = values(x);
     let write_run = |run: usize, out: &mut [MaybeUninit<f32>]| {
         let x = &x_values[run * spatial..(run + 1) * spatial];
-        let (scale, shift) = (scale[run % channels], shift[run % channels]);
+        let channel = run % channels;
+        let (mean, scale, shift) = (mean[channel], scale[channel], shift[channel]);
         vectorized(
             #[inline(always)]
             || {
                 for (out, &x) in out.iter_mut().zip(x) {
-                    out.write(x * scale + shift);
+                    out.write((x - mean) * scale + shift);
                 }
             },
         );
@@ -852,6 +888,7 @@ fn batch_forward(
     let (output, _) = unsafe { written_rows(x_values.len(), spatial, write_run) };
     let channel_scale = ChannelScale {
         mean: mean.to_vec(),
+        mean_low: mean_low.to_vec(),
         rstd,
     };
     (tensor_from(output, x.shape().to_vec()), channel_scale)
@@ -866,7 +903,11 @@ fn batch_backward(
     let BatchSaved { x, gamma, channels } = saved;
     let dims @ [samples, channel_count, spatial] = dims3(&x);
     let (x, gamma) = (values(&x), values(&gamma));
-    let ChannelScale { mean, rstd } = channels;
+    let ChannelScale {
+        mean,
+        mean_low,
+        rstd,
+    } = channels;
     let mut buffer = GradBuffer::new(output_grad);
     let grad = buffer.values_mut();
     // Pass 1, per channel: Σ dy and Σ dy·x̂.
@@ -876,28 +917,31 @@ fn batch_backward(
             vectorized(
                 #[inline(always)]
                 || {
-                    let (mut dy_sum, mut dy_xhat) = (0.0, 0.0);
+                    // Σ dy·x̂ = r·(Σ dy·(x − μ₀) − μ₁·Σ dy).
+                    let (mut dy_sum, mut dy_centred) = (0.0, 0.0);
+                    let mean = mean[c];
                     for (dy, x) in channel_runs(grad, dims, c).zip(channel_runs(&x, dims, c)) {
                         dy_sum += lane_sum(dy, |dy| dy);
-                        dy_xhat += lane_sum_pairs(dy, x, |dy, x| dy * (x - mean[c]) * rstd[c]);
+                        dy_centred += lane_sum_pairs(dy, x, |dy, x| dy * (x - mean));
                     }
-                    (dy_sum, dy_xhat)
+                    let (low, rstd) = (f64::from(mean_low[c]), f64::from(rstd[c]));
+                    (dy_sum, rstd * (dy_centred - low * dy_sum))
                 },
             )
         })
         .collect();
-    // Pass 2: dx = dy·(r·γ) + x·k₁ + k₀ per channel.
+    // Pass 2: dx = dy·(r·γ) + (x − μ₀)·k₁ + k₀ per channel.
     let count = (samples * spatial) as f64;
     let coefficients: Vec<(f32, f32, f32)> = (0..channel_count)
         .map(|c| {
-            let (r, mu, scale) = (
+            let (r, low, scale) = (
                 f64::from(rstd[c]),
-                f64::from(mean[c]),
+                f64::from(mean_low[c]),
                 f64::from(rstd[c] * gamma[c]),
             );
             let (mean_dy, mean_dy_xhat) = (sums[c].0 / count, sums[c].1 / count);
             let k1 = -scale * r * mean_dy_xhat;
-            let k0 = -scale * mean_dy + scale * r * mu * mean_dy_xhat;
+            let k0 = -scale * mean_dy + scale * r * low * mean_dy_xhat;
             (scale as f32, k1 as f32, k0 as f32)
         })
         .collect();
@@ -905,12 +949,13 @@ fn batch_backward(
         .zip(x.par_chunks_exact(spatial))
         .enumerate()
         .for_each(|(row, (dy, x))| {
-            let (scale, k1, k0) = coefficients[row % channel_count];
+            let channel = row % channel_count;
+            let ((scale, k1, k0), mean) = (coefficients[channel], mean[channel]);
             vectorized(
                 #[inline(always)]
                 || {
                     for (dy, &x) in dy.iter_mut().zip(x) {
-                        *dy = *dy * scale + x * k1 + k0;
+                        *dy = *dy * scale + (x - mean) * k1 + k0;
                     }
                 },
             );

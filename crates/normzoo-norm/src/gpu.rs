@@ -14,7 +14,7 @@
 //!
 //! - `rows_forward`: one cube (workgroup) per row computes the row's mean, then its variance
 //!   around that mean (two passes, as PyTorch's Welford is stable: no `E[x²] − E[x]²`), and
-//!   writes the output and the row's `[μ, r]`;
+//!   writes the output and the row's `[μ₀, μ₁, r]`;
 //! - `rows_input_grad`: one cube per row sums `g` and `g·x̂` and writes `dx`;
 //! - `channel_sums`: sums `dy·x̂` and `dy` over each channel's values in every row: `dγ` and
 //!   `dβ`. A channel's values are split into chunks of [`VALUES_PER_CUBE`], one cube each, and
@@ -35,7 +35,11 @@
 //! `dx = r·γ·(dy − dβ/M − x̂·dγ/M)`, `M = N·S`, one unit per value.
 //!
 //! The sums inside a cube go through shared memory as a tree, in f32 (each unit first adds its
-//! strided share of the row). Only f32 takes these kernels; other dtypes and backends compose.
+//! strided share of the row). The means sum offsets from a first value, which stay small next
+//! to a mean far from 0, and are carried as two f32 values, the one nearest the mean and the
+//! remainder (`μ = μ₀ + μ₁`); every kernel centres before it scales, `((x − μ₀) − μ₁)·r`, so
+//! that a large mean against a small spread (1e4 and 0.1) costs no digit of the output. Only
+//! f32 takes these kernels; other dtypes and backends compose.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -106,11 +110,11 @@ pub(crate) trait GpuNormBackend: Backend {
     ) -> FloatTensor<Self>;
 
     /// The kernel of [`normalize_rows`](Self::normalize_rows): its output, and each row's
-    /// `[μ, r]` (`[rows, 2]`). Not differentiable.
+    /// `[μ₀, μ₁, r]` (`[rows, 3]`). Not differentiable.
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = |x, _gamma, _beta, _groups, _channels_per_group, _spatial, _center, _eps| (
         x.clone(),
-        TensorSpec::new(Shape::new([x.shape[0], 2]), x.dtype),
+        TensorSpec::new(Shape::new([x.shape[0], 3]), x.dtype),
     ))]
     fn rows_forward(
         x: FloatTensor<Self>,
@@ -149,10 +153,10 @@ pub(crate) trait GpuNormBackend: Backend {
     ) -> FloatTensor<Self>;
 
     /// The kernel of [`normalize_channels`](Self::normalize_channels): its output, and each
-    /// position's `[μ, r]` (`[N · P, 2]`). Not differentiable.
+    /// position's `[μ₀, μ₁, r]` (`[N · P, 3]`). Not differentiable.
     #[fusion(meta = |x, _gamma, _beta, _eps| (
         x.clone(),
-        TensorSpec::new(Shape::new([x.shape[0] * x.shape[2], 2]), x.dtype),
+        TensorSpec::new(Shape::new([x.shape[0] * x.shape[2], 3]), x.dtype),
     ))]
     fn channels_forward(
         x: FloatTensor<Self>,
@@ -173,7 +177,7 @@ pub(crate) trait GpuNormBackend: Backend {
 
     /// `(Σ dy·x̂, Σ dy)` per channel (`dγ` and `dβ`) from the output gradient `grad` and the
     /// forward pass's `x` and `statistics`, with `x` read as `[samples, channels, spatial]`
-    /// and the `[μ, r]` of value `(n, c, s)` at `n·stats_per_sample + c / channels_per_stat +
+    /// and the `[μ₀, μ₁, r]` of value `(n, c, s)` at `n·stats_per_sample + c / channels_per_stat +
     /// s·spatial_stride`. Not differentiable.
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = |_grad, x, _statistics, _samples, channels, _spatial, _stats_per_sample,
@@ -193,10 +197,11 @@ pub(crate) trait GpuNormBackend: Backend {
         spatial_stride: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Each channel's mean and biased variance over `x` (`[N, C, S]`), as `[2, C]`. Not
-    /// differentiable: [`batch_normalize`](Self::batch_normalize)'s backward pass accounts for
-    /// the statistics' dependence on `x`.
-    #[fusion(meta = |x| TensorSpec::new(Shape::new([2, x.shape[1]]), x.dtype))]
+    /// Each channel's mean, biased variance and the mean's f32 remainder over `x`
+    /// (`[N, C, S]`), as `[3, C]`. Not differentiable:
+    /// [`batch_normalize`](Self::batch_normalize)'s backward pass accounts for the statistics'
+    /// dependence on `x`.
+    #[fusion(meta = |x| TensorSpec::new(Shape::new([3, x.shape[1]]), x.dtype))]
     fn channel_statistics(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// BatchNorm's `x̂·γ + β` per channel of `x` (`[N, C, S]`), with `statistics` computed by
@@ -212,10 +217,10 @@ pub(crate) trait GpuNormBackend: Backend {
     ) -> FloatTensor<Self>;
 
     /// The kernel of [`batch_normalize`](Self::batch_normalize): its output, and each channel's
-    /// `[μ, r]` (`[C, 2]`). Not differentiable.
+    /// `[μ₀, μ₁, r]` (`[C, 3]`). Not differentiable.
     #[fusion(meta = |x, _gamma, _beta, _statistics, _eps| (
         x.clone(),
-        TensorSpec::new(Shape::new([x.shape[1], 2]), x.dtype),
+        TensorSpec::new(Shape::new([x.shape[1], 3]), x.dtype),
     ))]
     fn batch_forward(
         x: FloatTensor<Self>,
@@ -226,7 +231,7 @@ pub(crate) trait GpuNormBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// `dx` of [`batch_normalize`](Self::batch_normalize) from the output gradient, the forward
-    /// pass's `x`, `γ` and `[μ, r]`, and the channel sums `Σ dy·x̂` and `Σ dy`
+    /// pass's `x`, `γ` and `[μ₀, μ₁, r]`, and the channel sums `Σ dy·x̂` and `Σ dy`
     /// ([`channel_sums`](Self::channel_sums)). Not differentiable.
     #[fusion(dtype = x, shape = x)]
     fn batch_input_grad(
@@ -276,7 +281,7 @@ impl GpuNormBackend for CubeBackend {
         let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
         let rows = x.shape()[0];
         let output = empty_like(&x, x.shape());
-        let statistics = empty_like(&x, Shape::new([rows, 2]));
+        let statistics = empty_like(&x, Shape::new([rows, 3]));
         rows_forward_kernel::launch(
             &x.client,
             grid(rows),
@@ -349,7 +354,7 @@ impl GpuNormBackend for CubeBackend {
         let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
         let [samples, channels, positions] = x.shape().dims::<3>();
         let output = empty_like(&x, x.shape());
-        let statistics = empty_like(&x, Shape::new([samples * positions, 2]));
+        let statistics = empty_like(&x, Shape::new([samples * positions, 3]));
         channels_forward_kernel::launch(
             &x.client,
             grid((samples * positions).div_ceil(CUBE_SIZE as usize)),
@@ -472,15 +477,17 @@ impl GpuNormBackend for CubeBackend {
             CUBE_SIZE as usize,
             dtype_to_storage_type(x.dtype),
         );
-        let statistics = empty_like(&x, Shape::new([2, channels]));
+        let statistics = empty_like(&x, Shape::new([3, channels]));
         combine_moments_kernel::launch(
             &x.client,
             grid(channels.div_ceil(CUBE_SIZE as usize)),
             CubeDim::new_1d(CUBE_SIZE),
+            x.clone().into_tensor_arg(),
             means.into_tensor_arg(),
             squares.into_tensor_arg(),
             statistics.clone().into_tensor_arg(),
             channels as u32,
+            spatial as u32,
             split.count as u32,
             VALUES_PER_CUBE as u32,
             split.parts as u32,
@@ -510,7 +517,7 @@ impl GpuNormBackend for CubeBackend {
         let [_, channels, spatial] = x.shape().dims::<3>();
         let len = x.shape().num_elements();
         let output = empty_like(&x, x.shape());
-        let scale = empty_like(&x, Shape::new([channels, 2]));
+        let scale = empty_like(&x, Shape::new([channels, 3]));
         batch_forward_kernel::launch(
             &x.client,
             grid(len.div_ceil(CUBE_SIZE as usize)),
@@ -1018,8 +1025,17 @@ mod kernels {
         total
     }
 
-    /// `rows_forward`: cube `r` normalizes row `r` of `x` into `output` and writes its `[μ, r]`
-    /// into `statistics`.
+    /// The mean `first + offset` as the f32 nearest it and the remainder, `(μ₀, μ₁)`:
+    /// `first − μ₀` is exact when the offset is small next to `first` (Sterbenz), so `μ₁`
+    /// keeps the digits that `μ₀` rounded away.
+    #[cube]
+    fn mean_parts<F: Float>(first: F, offset: F) -> (F, F) {
+        let mean = first + offset;
+        (mean, (first - mean) + offset)
+    }
+
+    /// `rows_forward`: cube `r` normalizes row `r` of `x` into `output` and writes its
+    /// `[μ₀, μ₁, r]` into `statistics`.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn rows_forward_kernel<F: Float>(
@@ -1047,41 +1063,48 @@ mod kernels {
         let unit = UNIT_POS as usize;
         let count = F::cast_from(row_len as f32);
 
-        let mut mean = F::new(0.0);
+        // The mean as `μ₀ + μ₁` (see `mean_parts`), from the values' offsets from the first;
+        // 0 without centering.
+        let mut first = F::new(0.0);
+        let mut offset = F::new(0.0);
         if center {
+            first = x[start];
             let mut partial = F::new(0.0);
             let mut i = unit;
             while i < row_len {
-                partial += x[start + i];
+                partial += x[start + i] - first;
                 i += cube_size;
             }
-            mean = sum_over_cube::<F>(partial, cube_size) / count;
+            offset = sum_over_cube::<F>(partial, cube_size) / count;
         }
+        let (mean, low) = mean_parts::<F>(first, offset);
         let mut partial = F::new(0.0);
         let mut i = unit;
         while i < row_len {
-            let deviation = x[start + i] - mean;
+            let deviation = (x[start + i] - mean) - low;
             partial += deviation * deviation;
             i += cube_size;
         }
         let variance = sum_over_cube::<F>(partial, cube_size) / count;
         let rstd = F::new(1.0) / F::sqrt(variance + F::cast_from(eps));
         if unit == 0 {
-            statistics[row * 2] = mean;
-            statistics[row * 2 + 1] = rstd;
+            statistics[row * 3] = mean;
+            statistics[row * 3 + 1] = low;
+            statistics[row * 3 + 2] = rstd;
         }
 
         let first_channel = (row % groups as usize) * channels_per_group as usize;
         let mut i = unit;
         while i < row_len {
             let channel = first_channel + i / spatial;
-            output[start + i] = (x[start + i] - mean) * rstd * gamma[channel] + beta[channel];
+            let xhat = ((x[start + i] - mean) - low) * rstd;
+            output[start + i] = xhat * gamma[channel] + beta[channel];
             i += cube_size;
         }
     }
 
     /// `rows_input_grad`: cube `r` writes row `r` of `dx` from the same row of the output gradient
-    /// and of `x`, and the row's `[μ, r]`.
+    /// and of `x`, and the row's `[μ₀, μ₁, r]`.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn rows_input_grad_kernel<F: Float>(
@@ -1107,8 +1130,9 @@ mod kernels {
         let start = row * row_len;
         let unit = UNIT_POS as usize;
         let count = F::cast_from(row_len as f32);
-        let mean = statistics[row * 2];
-        let rstd = statistics[row * 2 + 1];
+        let mean = statistics[row * 3];
+        let low = statistics[row * 3 + 1];
+        let rstd = statistics[row * 3 + 2];
         let first_channel = (row % groups as usize) * channels_per_group as usize;
 
         let mut partial_g = F::new(0.0);
@@ -1117,7 +1141,7 @@ mod kernels {
         while i < row_len {
             let g = grad[start + i] * gamma[first_channel + i / spatial];
             partial_g += g;
-            partial_g_xhat += g * (x[start + i] - mean) * rstd;
+            partial_g_xhat += g * (((x[start + i] - mean) - low) * rstd);
             i += cube_size;
         }
         let mut mean_g = F::new(0.0);
@@ -1129,14 +1153,14 @@ mod kernels {
         let mut i = unit;
         while i < row_len {
             let g = grad[start + i] * gamma[first_channel + i / spatial];
-            let xhat = (x[start + i] - mean) * rstd;
+            let xhat = ((x[start + i] - mean) - low) * rstd;
             input_grad[start + i] = rstd * (g - mean_g - xhat * mean_g_xhat);
             i += cube_size;
         }
     }
 
     /// `channels_forward`: unit `q` normalizes position `q` (sample `q / P`, position `q % P`)
-    /// of `x` (`[N, C, P]`) over its `C` channels, and writes its `[μ, r]`.
+    /// of `x` (`[N, C, P]`) over its `C` channels, and writes its `[μ₀, μ₁, r]`.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn channels_forward_kernel<F: Float>(
@@ -1162,28 +1186,29 @@ mod kernels {
 
         // Summed around the first value: one unit adds all `C` values in turn, and values far
         // from 0 against their spread would lose the mean's low digits in a plain sum.
-        let shift = x[start];
+        let first = x[start];
         let mut sum = F::new(0.0);
         for c in 0..channels {
-            sum += x[start + c * positions] - shift;
+            sum += x[start + c * positions] - first;
         }
-        let mean = shift + sum / count;
+        let (mean, low) = mean_parts::<F>(first, sum / count);
         let mut squares = F::new(0.0);
         for c in 0..channels {
-            let deviation = x[start + c * positions] - mean;
+            let deviation = (x[start + c * positions] - mean) - low;
             squares += deviation * deviation;
         }
         let rstd = F::new(1.0) / F::sqrt(squares / count + F::cast_from(eps));
-        statistics[position * 2] = mean;
-        statistics[position * 2 + 1] = rstd;
+        statistics[position * 3] = mean;
+        statistics[position * 3 + 1] = low;
+        statistics[position * 3 + 2] = rstd;
         for c in 0..channels {
             let index = start + c * positions;
-            output[index] = (x[index] - mean) * rstd * gamma[c] + beta[c];
+            output[index] = ((x[index] - mean) - low) * rstd * gamma[c] + beta[c];
         }
     }
 
     /// `channels_input_grad`: unit `q` writes position `q`'s `dx` from its output gradient, `x`
-    /// and `[μ, r]`.
+    /// and `[μ₀, μ₁, r]`.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn channels_input_grad_kernel<F: Float>(
@@ -1205,8 +1230,9 @@ mod kernels {
         let channels = channels as usize;
         let start = (position / positions) * channels * positions + position % positions;
         let count = F::cast_from(channels as f32);
-        let mean = statistics[position * 2];
-        let rstd = statistics[position * 2 + 1];
+        let mean = statistics[position * 3];
+        let low = statistics[position * 3 + 1];
+        let rstd = statistics[position * 3 + 2];
 
         let mut sum_g = F::new(0.0);
         let mut sum_g_xhat = F::new(0.0);
@@ -1214,13 +1240,13 @@ mod kernels {
             let index = start + c * positions;
             let g = grad[index] * gamma[c];
             sum_g += g;
-            sum_g_xhat += g * (x[index] - mean) * rstd;
+            sum_g_xhat += g * (((x[index] - mean) - low) * rstd);
         }
         let mean_g = sum_g / count;
         let mean_g_xhat = sum_g_xhat / count;
         for c in 0..channels {
             let index = start + c * positions;
-            let xhat = (x[index] - mean) * rstd;
+            let xhat = ((x[index] - mean) - low) * rstd;
             input_grad[index] = rstd * (grad[index] * gamma[c] - mean_g - xhat * mean_g_xhat);
         }
     }
@@ -1246,7 +1272,7 @@ mod kernels {
 
     /// `channel_sums`: cube `k` sums `dy·x̂` and `dy` over chunk `k % parts` of channel
     /// `k / parts`'s values (see `channel_chunk`), `x` read as `[samples, channels, spatial]` and
-    /// the `[μ, r]` of value `(n, c, s)` at `n·stats_per_sample + c / channels_per_stat +
+    /// the `[μ₀, μ₁, r]` of value `(n, c, s)` at `n·stats_per_sample + c / channels_per_stat +
     /// s·spatial_stride`. The sums of a channel's chunks are its `parts` consecutive outputs.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
@@ -1285,9 +1311,11 @@ mod kernels {
         while j < end {
             let index = channel_value(j, channel, channels, spatial);
             let s = j % spatial;
-            let stat = ((j / spatial) * stats_per_sample + channel_stat + s * spatial_stride) * 2;
+            let stat = ((j / spatial) * stats_per_sample + channel_stat + s * spatial_stride) * 3;
             let dy = grad[index];
-            partial_scale += dy * (x[index] - statistics[stat]) * statistics[stat + 1];
+            let xhat =
+                ((x[index] - statistics[stat]) - statistics[stat + 1]) * statistics[stat + 2];
+            partial_scale += dy * xhat;
             partial_shift += dy;
             j += cube_size;
         }
@@ -1326,8 +1354,9 @@ mod kernels {
     }
 
     /// `channel_moments`: cube `k` computes the mean of chunk `k % parts` of channel
-    /// `k / parts`'s values in `x` (`[N, C, S]`, see `channel_chunk`) and the sum of squared
-    /// deviations from it (two passes over the chunk).
+    /// `k / parts`'s values in `x` (`[N, C, S]`, see `channel_chunk`), as its offset from the
+    /// channel's first value, and the sum of squared deviations from it (two passes over the
+    /// chunk).
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn channel_moments_kernel<F: Float>(
@@ -1352,40 +1381,43 @@ mod kernels {
         let unit = UNIT_POS as usize;
         let values = F::cast_from((end - start) as f32);
 
-        // Summed around the channel's first value: values far from 0 against their spread
-        // would lose the mean's low digits in a plain f32 sum.
-        let shift = x[channel * spatial];
+        // Offsets from the channel's first value: values far from 0 against their spread would
+        // lose the mean's low digits in a plain f32 sum, and the offsets stay small.
+        let first = x[channel * spatial];
         let mut partial = F::new(0.0);
         let mut j = start + unit;
         while j < end {
-            partial += x[channel_value(j, channel, channels, spatial)] - shift;
+            partial += x[channel_value(j, channel, channels, spatial)] - first;
             j += cube_size;
         }
-        let mean = shift + sum_over_cube::<F>(partial, cube_size) / values;
+        let offset = sum_over_cube::<F>(partial, cube_size) / values;
         let mut partial = F::new(0.0);
         let mut j = start + unit;
         while j < end {
-            let deviation = x[channel_value(j, channel, channels, spatial)] - mean;
+            let deviation = (x[channel_value(j, channel, channels, spatial)] - first) - offset;
             partial += deviation * deviation;
             j += cube_size;
         }
         let sum_of_squares = sum_over_cube::<F>(partial, cube_size);
         if unit == 0 {
-            means[cube] = mean;
+            means[cube] = offset;
             squares[cube] = sum_of_squares;
         }
     }
 
-    /// `combine_moments`: unit `c` merges channel `c`'s `parts` chunk means and sums of squared
-    /// deviations (Chan et al.'s pairwise update, exact and stable) into its mean and biased
-    /// variance, written as `statistics[0][c]` and `statistics[1][c]` (`[2, C]`).
+    /// `combine_moments`: unit `c` merges channel `c`'s `parts` chunk means (offsets from the
+    /// channel's first value in `x`) and sums of squared deviations (Chan et al.'s pairwise
+    /// update, exact and stable) into its mean `μ₀ + μ₁`, and biased variance `σ²`, written as
+    /// `statistics[0][c] = μ₀`, `statistics[1][c] = σ²` and `statistics[2][c] = μ₁` (`[3, C]`).
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn combine_moments_kernel<F: Float>(
+        x: &Tensor<F>,
         means: &Tensor<F>,
         squares: &Tensor<F>,
         statistics: &mut Tensor<F>,
         channels: u32,
+        spatial: u32,
         count: u32,
         chunk: u32,
         parts: u32,
@@ -1411,13 +1443,15 @@ mod kernels {
                 + delta * delta * values * part_values / total;
             values = total;
         }
-        statistics[channel] = mean;
+        let (mean_high, mean_low) = mean_parts::<F>(x[channel * spatial as usize], mean);
+        statistics[channel] = mean_high;
         statistics[channels + channel] = sum_of_squares / values;
+        statistics[2 * channels + channel] = mean_low;
     }
 
     /// `batch_forward`: unit `i` writes value `i` of BatchNorm's output from `x` (`[N, C, S]`)
-    /// and the `[2, C]` mean and biased variance; units `c < C` also write channel `c`'s
-    /// `[μ, r]` (`[C, 2]`) for the backward pass.
+    /// and the `[3, C]` statistics of `combine_moments`; units `c < C` also write channel `c`'s
+    /// `[μ₀, μ₁, r]` (`[C, 3]`) for the backward pass.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn batch_forward_kernel<F: Float>(
@@ -1440,17 +1474,19 @@ mod kernels {
         let channels = channels as usize;
         let channel = (index / spatial as usize) % channels;
         let mean = moments[channel];
+        let low = moments[2 * channels + channel];
         let rstd = F::new(1.0) / F::sqrt(moments[channels + channel] + F::cast_from(eps));
-        output[index] = (x[index] - mean) * rstd * gamma[channel] + beta[channel];
+        output[index] = ((x[index] - mean) - low) * rstd * gamma[channel] + beta[channel];
         if index < channels {
-            statistics[index * 2] = moments[index];
-            statistics[index * 2 + 1] =
+            statistics[index * 3] = moments[index];
+            statistics[index * 3 + 1] = moments[2 * channels + index];
+            statistics[index * 3 + 2] =
                 F::new(1.0) / F::sqrt(moments[channels + index] + F::cast_from(eps));
         }
     }
 
     /// `batch_input_grad`: unit `i` writes value `i` of `dx = r·γ·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)`,
-    /// `M = N·S` (`count`), from channel `c`'s `[μ, r]` and sums.
+    /// `M = N·S` (`count`), from channel `c`'s `[μ₀, μ₁, r]` and sums.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn batch_input_grad_kernel<F: Float>(
@@ -1473,9 +1509,10 @@ mod kernels {
         }
         let channel = (index / spatial as usize) % channels as usize;
         let count = F::cast_from(count);
-        let mean = statistics[channel * 2];
-        let rstd = statistics[channel * 2 + 1];
-        let xhat = (x[index] - mean) * rstd;
+        let mean = statistics[channel * 3];
+        let low = statistics[channel * 3 + 1];
+        let rstd = statistics[channel * 3 + 2];
+        let xhat = ((x[index] - mean) - low) * rstd;
         input_grad[index] = rstd
             * gamma[channel]
             * (grad[index] - shift_sums[channel] / count - xhat * scale_sums[channel] / count);

@@ -28,6 +28,11 @@ pub(crate) fn composed(
     scale_shift(by_channel, Some(gamma), Some(beta), 1).reshape([rows, width])
 }
 
+/// The means and standard deviations of the inputs: far from 0 against the spread, so that the
+/// statistics must not cancel (50 and 2), and must keep the digits a single f32 mean loses (1e4
+/// and 0.1: such a mean is off by up to 5e-4, 5e-3 of the output).
+const SPREADS: [(f64, f64); 2] = [(50.0, 2.0), (1e4, 0.1)];
+
 /// A grouping with PyTorch's default `eps`.
 pub(crate) fn grouping(
     groups: usize,
@@ -131,21 +136,20 @@ pub(crate) fn assert_rows_kernel_matches_composed(kernels: &Kernels, device: &De
             5,
         ),
     ];
-    for (name, grouping, samples) in cases {
+    for ((name, grouping, samples), (mean, std)) in cases.into_iter().flat_map(with_spreads) {
         device.seed(11);
         let rows = samples * grouping.groups;
         let normal = |shape: [usize; 2], mean, std| {
             Tensor::<2>::random(shape, Distribution::Normal(mean, std), device)
         };
-        // A mean far from 0 against the spread checks the statistics do not cancel.
-        let x = normal([rows, grouping.row_len()], 50.0, 2.0);
+        let x = normal([rows, grouping.row_len()], mean, std);
         let gamma = normal([1, grouping.channels()], 1.0, 0.5);
         let beta = normal([1, grouping.channels()], 0.0, 0.5);
         let upstream = normal([rows, grouping.row_len()], 0.0, 1.0);
         let inputs = [&x, &gamma, &beta, &upstream];
         let expected = run(None, inputs, grouping);
         let actual = run(Some(kernels), inputs, grouping);
-        assert_all_close(name, &expected, &actual);
+        assert_all_close(&format!("{name}, {mean} ± {std}"), &expected, &actual);
     }
 }
 
@@ -179,14 +183,14 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device:
     // [N, C, P]: pixels in several blocks and a partial one, channels in several f32
     // partial sums and a partial one; a single pixel (ConvNeXt's pooled head); many
     // channels.
-    for shape in [[3, 13, 70], [2, 5, 1], [2, 96, 9]] {
+    let shapes = [[3, 13, 70], [2, 5, 1], [2, 96, 9]];
+    for (shape, (mean, std)) in shapes.into_iter().flat_map(with_spreads) {
         device.seed(17);
         let normal = |shape: [usize; 3], mean, std| {
             Tensor::<3>::random(shape, Distribution::Normal(mean, std), device)
         };
         let [_, channels, _] = shape;
-        // A mean far from 0 against the spread checks the statistics do not cancel.
-        let x = normal(shape, 50.0, 2.0);
+        let x = normal(shape, mean, std);
         let gamma = normal([1, 1, channels], 1.0, 0.5).flatten::<1>(0, 2);
         let beta = normal([1, 1, channels], 0.0, 0.5).flatten::<1>(0, 2);
         let upstream = normal(shape, 0.0, 1.0);
@@ -217,7 +221,8 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device:
                 read(beta.grad(&grads).unwrap()),
             ]
         };
-        assert_all_close(&format!("LayerNorm2d {shape:?}"), &run(false), &run(true));
+        let name = format!("LayerNorm2d {shape:?}, {mean} ± {std}");
+        assert_all_close(&name, &run(false), &run(true));
     }
 }
 
@@ -227,18 +232,20 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device:
 pub(crate) fn assert_batch_kernel_matches_composed(kernels: &Kernels, device: &Device) {
     // [N, C, S]: a few values per channel; 9,000 per channel (three cubes' chunks on the GPU,
     // the last one partial); one value per sample (BatchNorm1d of `[N, C]`).
-    for shape in [[4, 3, 10], [3, 2, 3000], [6, 5, 1]] {
+    let shapes = [[4, 3, 10], [3, 2, 3000], [6, 5, 1]];
+    for (shape, (mean, std)) in shapes.into_iter().flat_map(with_spreads) {
         device.seed(13);
         let normal = |shape: [usize; 3], mean, std| {
             Tensor::<3>::random(shape, Distribution::Normal(mean, std), device)
         };
-        // A mean far from 0 against the spread checks the statistics do not cancel; a step
-        // from one sample to the next, that a channel's chunks (on the GPU) differ in mean.
+        // A step of half a std from one sample to the next, that a channel's chunks (on the
+        // GPU) differ in mean.
         let [samples, channels, _] = shape;
         let steps = Tensor::<1, Int>::arange(0..samples as i64, device)
             .float()
+            .mul_scalar(std / 2.0)
             .reshape([samples, 1, 1]);
-        let x = normal(shape, 50.0, 2.0) + steps;
+        let x = normal(shape, mean, std) + steps;
         let upstream = normal(shape, 0.0, 1.0);
         let gamma = normal([1, 1, channels], 1.0, 0.5).flatten::<1>(0, 2);
         let beta = normal([1, 1, channels], 0.0, 0.5).flatten::<1>(0, 2);
@@ -274,10 +281,17 @@ pub(crate) fn assert_batch_kernel_matches_composed(kernels: &Kernels, device: &D
                     read(var),
                 ]
             };
-            let name = format!("BatchNorm {shape:?}, x tracked {track_input}, γ β {track_affine}");
+            let name = format!(
+                "BatchNorm {shape:?}, {mean} ± {std}, x tracked {track_input}, γ β {track_affine}"
+            );
             assert_all_close(&name, &run(false), &run(true));
         }
     }
+}
+
+/// `case` with each of the [`SPREADS`].
+fn with_spreads<T: Copy>(case: T) -> impl Iterator<Item = (T, (f64, f64))> {
+    SPREADS.into_iter().map(move |spread| (case, spread))
 }
 
 /// `tensor`, tracked by autodiff when `track` is.

@@ -115,8 +115,8 @@ impl LayerNorm2d {
         let dims = input.dims();
         check_input::rank(LAYER, &dims, 4..=4, "[N, C, H, W]")?;
         check_input::channels(LAYER, &dims, self.num_channels)?;
-        // Channels last over the flattened pixels, `[N, H·W, C]`, then one fused layer norm over
-        // the last axis, and channels first again. A single pixel is already channels last, so
+        // Where no kernel applies: channels last over the flattened pixels, `[N, H·W, C]`, then
+        // layer normalization over the last axis, and channels first again. A single pixel is already channels last, so
         // it is only reshaped: burn 0.22.1's wgpu backend computes wrong gradients through
         // channels-last views that keep a size-1 axis (ConvNeXt's head normalizes pooled
         // `[N, C, 1, 1]` features), and `tests/backend_parity.rs` checks these shapes.

@@ -15,7 +15,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{BLOCK, GradBuffer, LANES, narrow, tensor_from, values};
+use super::{BLOCK, GradBuffer, LANES, STATISTICS, narrow, tensor_from, values};
 
 /// Pixels per work item: the width of every per-pixel sum.
 const PIXELS: usize = 32;
@@ -142,8 +142,8 @@ impl<T> Disjoint<T> {
     }
 }
 
-/// The forward kernel: `x̂·γ + β`, and each position's mean and `1 / sqrt(σ² + ε)` as
-/// `[μ, r]` pairs in position order.
+/// The forward kernel: `x̂·γ + β`, and each position's mean (the f32 nearest it and the
+/// remainder) and `1 / sqrt(σ² + ε)` as `[μ₀, μ₁, r]` in position order.
 pub(super) fn forward(
     x: &FlexTensor,
     gamma: &FlexTensor,
@@ -155,30 +155,39 @@ pub(super) fn forward(
     let (x, gamma, beta) = (values(x), values(gamma), values(beta));
     let mut output: Vec<f32> = Vec::with_capacity(x.len());
     let out = Disjoint::<MaybeUninit<f32>>(output.spare_capacity_mut().as_mut_ptr());
-    let statistics: Vec<[f32; 2]> = blocks(dims)
-        .into_par_iter()
-        .flat_map_iter(|block| {
-            let stats = PixelStatistics::of(&x, dims, block, eps);
-            let width = block.width;
-            for (channel, (&gamma, &beta)) in gamma.iter().zip(beta.iter()).enumerate() {
-                let at = offset(dims, block, channel);
-                // SAFETY: this block's run of channel `channel`, inside the buffer of
-                // `x.len()` values; blocks do not overlap.
-                let out = unsafe { out.run(at, width) };
-                let per_pixel = stats.mean.iter().zip(&stats.mean_low).zip(&stats.rstd);
-                for ((out, &x), ((&mean, &low), &rstd)) in
-                    out.iter_mut().zip(&x[at..]).zip(per_pixel)
-                {
-                    out.write(((x - mean) - low) * rstd * gamma + beta);
-                }
+    let stats_len = STATISTICS * dims[0] * dims[2];
+    let mut statistics: Vec<f32> = Vec::with_capacity(stats_len);
+    let saved = Disjoint::<MaybeUninit<f32>>(statistics.spare_capacity_mut().as_mut_ptr());
+    blocks(dims).into_par_iter().for_each(|block| {
+        let stats = PixelStatistics::of(&x, dims, block, eps);
+        let width = block.width;
+        for (channel, (&gamma, &beta)) in gamma.iter().zip(beta.iter()).enumerate() {
+            let at = offset(dims, block, channel);
+            // SAFETY: this block's run of channel `channel`, inside the buffer of `x.len()`
+            // values; blocks do not overlap.
+            let out = unsafe { out.run(at, width) };
+            let per_pixel = stats.mean.iter().zip(&stats.mean_low).zip(&stats.rstd);
+            for ((out, &x), ((&mean, &low), &rstd)) in out.iter_mut().zip(&x[at..]).zip(per_pixel) {
+                out.write(((x - mean) - low) * rstd * gamma + beta);
             }
-            (0..width).map(move |pixel| [stats.mean[pixel], stats.rstd[pixel]])
-        })
-        .collect();
-    // SAFETY: the blocks cover every position, and each block wrote all its channels, so
-    // every value of the buffer was written above.
-    unsafe { output.set_len(x.len()) };
-    (tensor_from(output, shape), statistics.into_flattened())
+        }
+        let position = block.sample * dims[2] + block.start;
+        // SAFETY: this block's positions, inside the buffer of `stats_len` values; blocks do
+        // not overlap.
+        let saved = unsafe { saved.run(STATISTICS * position, STATISTICS * width) };
+        for (pixel, saved) in saved.chunks_exact_mut(STATISTICS).enumerate() {
+            saved[0].write(stats.mean[pixel]);
+            saved[1].write(stats.mean_low[pixel]);
+            saved[2].write(stats.rstd[pixel]);
+        }
+    });
+    // SAFETY: the blocks cover every position, and each block wrote all its channels and its
+    // positions' statistics, so every value of both buffers was written above.
+    unsafe {
+        output.set_len(x.len());
+        statistics.set_len(stats_len);
+    }
+    (tensor_from(output, shape), statistics)
 }
 
 /// The backward kernel: the gradients of `x`, `γ` and `β` from the output's, with the
@@ -202,10 +211,10 @@ pub(super) fn backward(
         .fold(zeros, |(mut gamma_grad, mut beta_grad), block| {
             let width = block.width;
             let position = block.sample * pixels + block.start;
-            let stats = &statistics[2 * position..2 * (position + width)];
-            let (mut mean, mut rstd) = ([0.0f32; PIXELS], [0.0f32; PIXELS]);
-            for (pixel, stats) in stats.chunks_exact(2).enumerate() {
-                (mean[pixel], rstd[pixel]) = (stats[0], stats[1]);
+            let stats = &statistics[STATISTICS * position..STATISTICS * (position + width)];
+            let [mut mean, mut low, mut rstd] = [[0.0f32; PIXELS]; STATISTICS];
+            for (pixel, stats) in stats.chunks_exact(STATISTICS).enumerate() {
+                [mean[pixel], low[pixel], rstd[pixel]] = [stats[0], stats[1], stats[2]];
             }
             // Pass 1: Σ g and Σ g·x̂ per pixel, Σ dy·x̂ and Σ dy per channel.
             let (mut sum_g, mut sum_g_xhat) = ([0.0f32; PIXELS], [0.0f32; PIXELS]);
@@ -217,6 +226,7 @@ pub(super) fn backward(
                 let dy = unsafe { grad.run(at, width) };
                 let per_pixel = mean
                     .iter()
+                    .zip(&low)
                     .zip(&rstd)
                     .zip(sum_g.iter_mut().zip(&mut sum_g_xhat));
                 let terms = dy
@@ -224,8 +234,8 @@ pub(super) fn backward(
                     .zip(&x[at..])
                     .zip(dy_xhat.iter_mut())
                     .zip(per_pixel);
-                for (((&dy, &x), dy_xhat), ((&mean, &rstd), (sum_g, sum_g_xhat))) in terms {
-                    let xhat = (x - mean) * rstd;
+                for (((&dy, &x), dy_xhat), (((&mean, &low), &rstd), (sum_g, sum_g_xhat))) in terms {
+                    let xhat = ((x - mean) - low) * rstd;
                     let g = dy * gamma;
                     *dy_xhat = dy * xhat;
                     *sum_g += g;
@@ -245,11 +255,11 @@ pub(super) fn backward(
                 let at = offset(dims, block, channel);
                 // SAFETY: as in pass 1.
                 let dy = unsafe { grad.run(at, width) };
-                let per_pixel = mean.iter().zip(&rstd).zip(k0.iter().zip(&k1));
-                for ((dy, &x), ((&mean, &rstd), (&k0, &k1))) in
+                let per_pixel = mean.iter().zip(&low).zip(&rstd).zip(k0.iter().zip(&k1));
+                for ((dy, &x), (((&mean, &low), &rstd), (&k0, &k1))) in
                     dy.iter_mut().zip(&x[at..]).zip(per_pixel)
                 {
-                    let xhat = (x - mean) * rstd;
+                    let xhat = ((x - mean) - low) * rstd;
                     *dy = *dy * gamma * rstd + k0 + xhat * k1;
                 }
             }
