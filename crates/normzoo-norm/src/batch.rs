@@ -31,13 +31,24 @@ pub struct BatchNormConfig {
     /// with the batch's statistics in evaluation too. Default: `true`.
     #[config(default = true)]
     pub track_running_stats: bool,
+    /// The number of spatial axes the input must have, as PyTorch's classes check it: `Some(1)`
+    /// for `BatchNorm1d` (`[N, C]` or `[N, C, L]`), `Some(2)` for `BatchNorm2d`
+    /// (`[N, C, H, W]`), `Some(3)` for `BatchNorm3d` (`[N, C, D, H, W]`). `None` accepts any of
+    /// them. Default: `None`; [`new_1d`](Self::new_1d), [`new_2d`](Self::new_2d) and
+    /// [`new_3d`](Self::new_3d) pin it.
+    #[config(default = "None")]
+    pub spatial_dims: Option<usize>,
 }
 
-/// PyTorch's `BatchNorm1d` (input `[N, C]` or `[N, C, L]`): the same layer.
+/// PyTorch's `BatchNorm1d` (input `[N, C]` or `[N, C, L]`): the same layer, built with
+/// [`BatchNormConfig::new_1d`] to refuse other ranks as PyTorch does.
 pub type BatchNorm1d = BatchNorm;
-/// PyTorch's `BatchNorm2d` (input `[N, C, H, W]`): the same layer.
+/// PyTorch's `BatchNorm2d` (input `[N, C, H, W]`): the same layer, built with
+/// [`BatchNormConfig::new_2d`] to refuse other ranks as PyTorch does (a 3D input is otherwise
+/// normalized as `BatchNorm1d` would).
 pub type BatchNorm2d = BatchNorm;
-/// PyTorch's `BatchNorm3d` (input `[N, C, D, H, W]`): the same layer.
+/// PyTorch's `BatchNorm3d` (input `[N, C, D, H, W]`): the same layer, built with
+/// [`BatchNormConfig::new_3d`] to refuse other ranks as PyTorch does.
 pub type BatchNorm3d = BatchNorm;
 
 /// Batch normalization ([Ioffe & Szegedy, 2015](https://arxiv.org/abs/1502.03167)), with
@@ -98,20 +109,44 @@ pub struct BatchNorm {
     /// The running statistics' momentum; `None` for a cumulative moving average.
     #[module(skip)]
     pub momentum: Option<f64>,
+    /// The spatial axes the input must have (`BatchNorm1d`, `2d`, `3d`), or `None` for any.
+    #[module(skip)]
+    pub spatial_dims: Option<usize>,
 }
 
 impl BatchNormConfig {
+    /// PyTorch's `BatchNorm1d(num_features)`: accepts `[N, C]` and `[N, C, L]` only.
+    pub fn new_1d(num_features: usize) -> Self {
+        Self::new(num_features).with_spatial_dims(Some(1))
+    }
+
+    /// PyTorch's `BatchNorm2d(num_features)`: accepts `[N, C, H, W]` only.
+    pub fn new_2d(num_features: usize) -> Self {
+        Self::new(num_features).with_spatial_dims(Some(2))
+    }
+
+    /// PyTorch's `BatchNorm3d(num_features)`: accepts `[N, C, D, H, W]` only.
+    pub fn new_3d(num_features: usize) -> Self {
+        Self::new(num_features).with_spatial_dims(Some(3))
+    }
+
     /// Builds a [`BatchNorm`] layer: `γ = 1`, `β = 0`, `running_mean = 0`, `running_var = 1`,
     /// `num_batches_tracked = 0`, as PyTorch initializes them.
     ///
     /// # Errors
     ///
     /// [`NormError::InvalidConfig`] when `num_features` is zero, `eps` is not finite and
-    /// positive, or `momentum` is outside `[0, 1]`.
+    /// positive, `momentum` is outside `[0, 1]`, or `spatial_dims` is not 1, 2 or 3.
     pub fn init(&self, device: &Device) -> Result<BatchNorm, NormError> {
         check::positive(LAYER, "num_features", self.num_features)?;
         check::epsilon(LAYER, self.eps)?;
         check::momentum(LAYER, self.momentum)?;
+        if let Some(dims) = self.spatial_dims.filter(|dims| !(1..=3).contains(dims)) {
+            return Err(NormError::config(
+                LAYER,
+                format!("spatial_dims must be 1, 2 or 3 (or None for any), got {dims}"),
+            ));
+        }
 
         let (gamma, beta) = init_affine(self.affine, self.affine, self.num_features, device);
         let (running_mean, running_var, num_batches_tracked) =
@@ -127,6 +162,7 @@ impl BatchNormConfig {
             num_features: self.num_features,
             eps: self.eps,
             momentum: self.momentum,
+            spatial_dims: self.spatial_dims,
         })
     }
 }
@@ -144,8 +180,8 @@ impl BatchNorm {
     /// # Panics
     ///
     /// With the message of [`try_forward`](Self::try_forward)'s error: when the rank is not 2 to
-    /// 5, axis 1 is not `num_features`, or batch statistics are needed and there is only one value
-    /// per channel.
+    /// 5 (or not the one `spatial_dims` pins), axis 1 is not `num_features`, or batch statistics
+    /// are needed and there is only one value per channel.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         self.try_forward(input)
             .unwrap_or_else(|err| panic!("{err}"))
@@ -155,12 +191,14 @@ impl BatchNorm {
     ///
     /// # Errors
     ///
-    /// [`NormError::InvalidInput`] for a rank outside 2 to 5, a channel count other than
-    /// `num_features`, or a single value per channel when batch statistics are needed (PyTorch:
-    /// "Expected more than 1 value per channel when training").
+    /// [`NormError::InvalidInput`] for a rank outside 2 to 5, a rank other than the one
+    /// `spatial_dims` pins (PyTorch's `BatchNorm2d`: "expected 4D input (got 3D input)"), a
+    /// channel count other than `num_features`, or a single value per channel when batch
+    /// statistics are needed (PyTorch: "Expected more than 1 value per channel when training").
     pub fn try_forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
         let dims = input.dims();
         check_input::rank(LAYER, &dims, 2..=5, "[N, C, *]")?;
+        self.check_pinned_rank(D)?;
         check_input::channels(LAYER, &dims, self.num_features)?;
 
         let training = self.is_training(&input.device());
@@ -185,6 +223,29 @@ impl BatchNorm {
                 self.eps,
             ))
         }
+    }
+
+    /// PyTorch's check of `BatchNorm1d`, `2d` and `3d`, where `spatial_dims` pins one of them.
+    fn check_pinned_rank(&self, rank: usize) -> Result<(), NormError> {
+        let Some(spatial_dims) = self.spatial_dims else {
+            return Ok(());
+        };
+        let accepted = match spatial_dims {
+            1 => rank == 2 || rank == 3,
+            _ => rank == spatial_dims + 2,
+        };
+        if accepted {
+            return Ok(());
+        }
+        let (layer, expected) = match spatial_dims {
+            1 => ("BatchNorm1d", "2D or 3D"),
+            2 => ("BatchNorm2d", "4D"),
+            _ => ("BatchNorm3d", "5D"),
+        };
+        Err(NormError::input(
+            layer,
+            format!("expected {expected} input (got {rank}D input)"),
+        ))
     }
 
     /// This layer with its train/eval behaviour forced (or returned to burn's convention with
@@ -329,6 +390,58 @@ mod tests {
             err.to_string(),
             "BatchNorm: expected a 2D to 5D input [N, C, *], got a 1D input of shape [3]"
         );
+    }
+
+    /// `new_1d`, `new_2d` and `new_3d` refuse the other ranks with PyTorch's messages; the plain
+    /// config takes any.
+    #[test]
+    fn pinned_ranks_are_checked_as_pytorch_does() {
+        let device = Device::default();
+        let pinned = |config: BatchNormConfig| config.init(&device).unwrap();
+        let err = |bn: &BatchNorm, shape: &[usize]| {
+            let result = match *shape {
+                [n, c] => bn.try_forward(Tensor::<2>::ones([n, c], &device)).err(),
+                [n, c, l] => bn.try_forward(Tensor::<3>::ones([n, c, l], &device)).err(),
+                [n, c, h, w] => bn
+                    .try_forward(Tensor::<4>::ones([n, c, h, w], &device))
+                    .err(),
+                [n, c, d, h, w] => bn
+                    .try_forward(Tensor::<5>::ones([n, c, d, h, w], &device))
+                    .err(),
+                _ => unreachable!(),
+            };
+            result.map(|err| err.to_string())
+        };
+        let bn2d = pinned(BatchNormConfig::new_2d(3));
+        assert_eq!(
+            err(&bn2d, &[2, 3, 5]).as_deref(),
+            Some("BatchNorm2d: expected 4D input (got 3D input)")
+        );
+        assert_eq!(err(&bn2d, &[2, 3, 4, 4]), None);
+        let bn1d = pinned(BatchNormConfig::new_1d(3));
+        assert_eq!(err(&bn1d, &[2, 3]), None);
+        assert_eq!(err(&bn1d, &[2, 3, 5]), None);
+        assert_eq!(
+            err(&bn1d, &[2, 3, 4, 4]).as_deref(),
+            Some("BatchNorm1d: expected 2D or 3D input (got 4D input)")
+        );
+        let bn3d = pinned(BatchNormConfig::new_3d(3));
+        assert_eq!(err(&bn3d, &[2, 3, 2, 2, 2]), None);
+        assert_eq!(
+            err(&bn3d, &[2, 3, 4, 4]).as_deref(),
+            Some("BatchNorm3d: expected 5D input (got 4D input)")
+        );
+        let any = pinned(BatchNormConfig::new(3));
+        for shape in [&[2, 3][..], &[2, 3, 5], &[2, 3, 4, 4], &[2, 3, 2, 2, 2]] {
+            assert_eq!(err(&any, shape), None);
+        }
+        for dims in [0, 4] {
+            let config = BatchNormConfig::new(3).with_spatial_dims(Some(dims));
+            assert_eq!(
+                config.init(&device).unwrap_err().to_string(),
+                format!("BatchNorm: spatial_dims must be 1, 2 or 3 (or None for any), got {dims}")
+            );
+        }
     }
 
     #[test]
