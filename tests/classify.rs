@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::{Data, assert_clear_error, example, fixture_cases, fixture_path, run, text};
 use normzoo::models::{ResNet, ResNetConfig, TorchvisionWeights};
-use normzoo::norm::backend::compiled_devices;
+use normzoo::norm::backend::test_devices;
 use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
 use serde::Deserialize;
 
@@ -58,7 +58,7 @@ fn the_transform_is_torchvisions() {
     let half_level = 0.5 / 255.0 / 0.224 + 1e-5;
     for case in &cases {
         let transform = EvalTransform::new(case.resize, case.crop).unwrap();
-        for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+        for (backend, device) in test_devices() {
             let path = fixtures().join(format!("{}.png", case.name));
             let input = transform.open(&path, &device).unwrap();
             assert_eq!(input.dims().to_vec(), case.from_float.shape);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use normzoo::lab::{Experiment, Lab, LabData, REPORT_FILE, Section, Size, write_report};
-use normzoo::norm::backend::compiled_devices;
+use normzoo::norm::backend::test_devices;
 
 /// The lab's default images: Fashion-MNIST where it is installed (as in CI), read once.
 fn data() -> LabData {
@@ -17,9 +17,7 @@ fn data() -> LabData {
 }
 
 fn quick_lab(out: &Path) -> Lab {
-    let (_, device) = compiled_devices()
-        .unwrap_or_else(|err| panic!("{err}"))
-        .remove(0);
+    let (_, device) = test_devices().remove(0);
     let mut lab = Lab::new(out, Size::Quick, device);
     lab.progress = false;
     lab.data = data();

@@ -13,7 +13,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{Data, fixture_cases};
 use normzoo::models::{LstmConfig, NormPosition, ResNetConfig, TransformerBlockConfig};
-use normzoo::norm::backend::compiled_devices;
+use normzoo::norm::backend::test_devices;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -114,7 +114,7 @@ fn usize_of(case: &Case, key: &str) -> usize {
 fn architectures_match_pytorch_in_evaluation() {
     let cases: Vec<Case> = fixture_cases("model_cases.json");
     assert_eq!(cases.len(), 4, "the fixture lost cases");
-    for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+    for (backend, device) in test_devices() {
         for case in &cases {
             match case.name.as_str() {
                 "resnet18_cifar_width4" => {

@@ -20,7 +20,7 @@ use normzoo::models::{
     VggConfig,
 };
 use normzoo::norm::NormConfig;
-use normzoo::norm::backend::compiled_devices;
+use normzoo::norm::backend::test_devices;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -99,7 +99,7 @@ fn assert_logits(actual: Tensor<2>, case: &Case, what: &str) {
 #[test]
 fn resnet18_gives_torchvisions_logits_from_either_format() {
     let case = case("resnet18_width4");
-    for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+    for (backend, device) in test_devices() {
         for extension in ["pth", "safetensors"] {
             let path = checkpoints().join(format!("resnet18_width4.{extension}"));
             let (model, report) = resnet(10, &device)
@@ -128,7 +128,7 @@ fn resnet18_gives_torchvisions_logits_from_either_format() {
 #[test]
 fn convnext_gives_torchvisions_logits_from_either_format() {
     let case = case("convnext_dims8");
-    for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+    for (backend, device) in test_devices() {
         for extension in ["pth", "safetensors"] {
             let path = checkpoints().join(format!("convnext_dims8.{extension}"));
             let (model, report) = convnext(&device)
@@ -156,7 +156,7 @@ fn vgg16_and_vgg16_bn_give_torchvisions_logits_from_either_format() {
         ("vgg16_bn_width4", NormConfig::batch(), 16 * 2 + 13 * 5),
     ] {
         let case = case(name);
-        for (backend, device) in compiled_devices().unwrap_or_else(|err| panic!("{err}")) {
+        for (backend, device) in test_devices() {
             for extension in ["pth", "safetensors"] {
                 let path = checkpoints().join(format!("{name}.{extension}"));
                 let (model, report) = vgg(norm.clone(), &device)

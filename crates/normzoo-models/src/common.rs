@@ -58,22 +58,7 @@ pub(crate) fn conv_normal_002(
 /// of structure (parameter counts, shapes, refusals) that no backend changes.
 #[cfg(test)]
 pub(crate) fn cpu() -> burn::tensor::Device {
-    test_devices().remove(0).1
-}
-
-/// One device of every compiled backend, for tests; a backend that cannot start (no GPU
-/// adapter) fails the test with [`DeviceError`](normzoo_norm::backend::DeviceError)'s message.
-#[cfg(test)]
-pub(crate) fn test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
-    normzoo_norm::backend::compiled_devices().unwrap_or_else(|err| panic!("{err}"))
-}
-
-/// The CPU backends' devices, for the tests that train a model for a few steps. Training on
-/// wgpu is checked step by step against flex, model by model, in `tests/backend_parity.rs`;
-/// repeating it here on Mesa's software Vulkan would take most of the test suite's time.
-#[cfg(test)]
-pub(crate) fn training_test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
-    normzoo_norm::backend::compiled_cpu_devices().unwrap_or_else(|err| panic!("{err}"))
+    normzoo_norm::backend::test_devices().remove(0).1
 }
 
 /// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss

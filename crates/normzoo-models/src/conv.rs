@@ -7,13 +7,11 @@ use burn::tensor::Tensor;
 /// backward; the same as `Conv2d::forward` elsewhere.
 ///
 /// On flex with f32 tensors and one group, the op and its backward pass are ours, and the
-/// models of this crate run every such convolution through it (2–7× faster than burn's own on
-/// ResNet18-CIFAR's shapes, forward + backward; it serves any [`Conv2d`]). burn derives a
-/// convolution's weight gradient as another convolution, with the batch as channels and the
-/// output gradient as a `Ho×Wo` kernel: one skinny matrix product per input channel, each
-/// re-reading the whole output gradient. ResNet18-CIFAR's weight gradients took 1.1 s of a
-/// 2.2 s training step on flex, at under a third of the speed of its forward convolutions.
-/// Here all three products are the textbook im2col ones, over chunks of images:
+/// models of this crate run every such convolution through it (it serves any [`Conv2d`]).
+/// burn derives a convolution's weight gradient as another convolution, with the batch as
+/// channels and the output gradient as a `Ho×Wo` kernel: one skinny matrix product per input
+/// channel, each re-reading the whole output gradient, far slower than the forward
+/// convolution. Here all three products are the textbook im2col ones, over chunks of images:
 ///
 /// ```text
 /// col[(c, i, j), (b, p)] = x[b, c, p·s − pad + (i, j)·d]         (0 outside the image)
@@ -24,7 +22,7 @@ use burn::tensor::Tensor;
 ///
 /// where `(b, p)` runs over a chunk's images and their output positions, so that each product
 /// is large enough for gemm's kernels, and each operand is laid out the way gemm packs it
-/// (`dY` as `[(b, p), Co]` for the weight gradient: twice as fast as `dY · colᵀ`). Each thread
+/// (`dY` as `[(b, p), Co]` for the weight gradient, rather than `dY · colᵀ`). Each thread
 /// takes one contiguous run of the batch, with its own buffers and its own part of `dW`: a
 /// weight gradient is a small output over a long sum, which gemm's own threading splits
 /// poorly. Grouped convolutions, `Same` padding, other dtypes and other backends use burn's
@@ -274,8 +272,8 @@ mod flex {
 
     thread_local! {
         /// Each thread's [`Scratch`], kept from one convolution to the next (at most a few
-        /// tens of MB per thread: the largest column buffer of a chunk). Allocating them afresh
-        /// for every call cost a zero-fill and page faults over every buffer, every time.
+        /// tens of MB per thread: the largest column buffer of a chunk). Allocating them per
+        /// call would zero-fill and page-fault every buffer on every call.
         static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
     }
 
@@ -519,9 +517,9 @@ mod flex {
     /// With stride 1 the input gradient is itself a convolution (see
     /// [`Geometry::transposed`]); otherwise it is `col2im(Wᵀ · dY)`. The weight gradient is
     /// `dWᵀ = col · dYᵀ`, with `dY` repacked as `[(b, p), Co]`: gemm reads both operands in
-    /// the order it packs them, about twice as fast as `dY · colᵀ`. Each thread sums its own
-    /// run of the batch (a weight gradient is a small output over a long sum, which gemm's own
-    /// threading splits poorly), and the parts are added at the end.
+    /// the order it packs them, unlike `dY · colᵀ`. Each thread sums its own run of the batch
+    /// (a weight gradient is a small output over a long sum, which gemm's own threading splits
+    /// poorly), and the parts are added at the end.
     fn backward(
         output_grad: &FlexTensor,
         x: &FlexTensor,

@@ -300,7 +300,9 @@ impl ConvNextBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, training_test_devices};
+    use normzoo_norm::backend::cpu_test_devices;
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
     use burn::tensor::Int;
 
@@ -370,7 +372,7 @@ mod tests {
 
     #[test]
     fn small_convnext_trains() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([4, 3, 16, 16], Distribution::Default, &device);

@@ -201,7 +201,9 @@ impl ResnetBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, training_test_devices};
+    use normzoo_norm::backend::cpu_test_devices;
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
     use burn::tensor::Distribution;
 
@@ -256,7 +258,7 @@ mod tests {
     /// A few steps towards a fixed target image lower the L1 loss on each CPU backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let source =

@@ -23,7 +23,8 @@
 //!   Kiros & Hinton (2016), multi-layer and batch-first.
 //!
 //! Their convolutions run through [`conv2d`], which on flex computes burn's `Conv2d` (forward
-//! and both gradients) by im2col and large matrix products, 2–7× faster than burn's own.
+//! and both gradients) by im2col and large matrix products (BENCHMARKS.md times it against
+//! burn's own).
 //!
 //! [`ARCHITECTURES`] lists them; [`ImageClassifier::from_name`] builds the image classifiers by
 //! name (`"resnet18-cifar"`, `"vgg16-bn"`, `"convnext-tiny"`, …). ResNet and ConvNeXt load

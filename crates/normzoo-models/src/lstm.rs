@@ -190,7 +190,9 @@ impl LstmLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, training_test_devices};
+    use normzoo_norm::backend::cpu_test_devices;
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Tolerance};
 
@@ -251,7 +253,7 @@ mod tests {
     /// applicable normalizer on each CPU backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let x = Tensor::<3>::random([8, 5, 2], Distribution::Normal(0.0, 1.0), &device);

@@ -149,7 +149,9 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, test_devices, training_test_devices};
+    use normzoo_norm::backend::{cpu_test_devices, test_devices};
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Int};
 
@@ -203,7 +205,7 @@ mod tests {
     /// layer after layer, which is what normalization is for).
     #[test]
     fn a_few_steps_lower_the_loss_with_every_normalizer() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let x = Tensor::<2>::random([16, 6], Distribution::Normal(0.0, 1.0), &device);

@@ -263,7 +263,9 @@ impl BasicBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, training_test_devices};
+    use normzoo_norm::backend::cpu_test_devices;
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Int};
 
@@ -357,7 +359,7 @@ mod tests {
     /// A small ResNet trains with each applicable normalizer on each CPU backend.
     #[test]
     fn a_few_steps_lower_the_loss_with_every_normalizer() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([4, 3, 16, 16], Distribution::Default, &device);

@@ -318,7 +318,9 @@ impl CausalLm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, training_test_devices};
+    use normzoo_norm::backend::cpu_test_devices;
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
 
     /// PyTorch's `nn.TransformerEncoderLayer(64, 4, 256)` has 49,984 parameters.
@@ -376,7 +378,7 @@ mod tests {
     /// The encoder classifier learns a fixed batch with every normalizer in both positions.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let tokens = Tensor::<2, Int>::from_ints(

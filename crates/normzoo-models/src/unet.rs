@@ -191,7 +191,9 @@ impl UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::{cpu, sgd_steps, training_test_devices};
+    use normzoo_norm::backend::cpu_test_devices;
+
+    use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;
     use burn::tensor::Distribution;
 
@@ -239,7 +241,7 @@ mod tests {
     /// A few steps of per-pixel cross-entropy on a fixed mask lower the loss on each CPU backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(7); // repeatable initialisation and data
             let images = Tensor::<4>::random([2, 1, 8, 8], Distribution::Default, &device);

@@ -167,11 +167,29 @@ mod wgpu {
     }
 }
 
-#[cfg(test)]
-pub(crate) fn test_devices() -> Vec<Device> {
+/// [`compiled_devices`] for tests and benchmarks that run on every backend: a backend that
+/// cannot start (no GPU adapter) is a panic with [`DeviceError`]'s message, never a backend
+/// silently left out.
+///
+/// # Panics
+///
+/// When a compiled backend's device is unavailable, or the build has no backend.
+pub fn test_devices() -> Vec<(&'static str, Device)> {
     let devices = compiled_devices().unwrap_or_else(|err| panic!("{err}"));
     assert!(!devices.is_empty(), "enable at least one backend feature");
-    devices.into_iter().map(|(_, device)| device).collect()
+    devices
+}
+
+/// [`compiled_cpu_devices`] for tests, as [`test_devices`] is: the CPU backends only, for the
+/// tests that train for a few steps (on a software GPU adapter such as lavapipe, training the
+/// models would take minutes; their GPU training is checked step by step against flex in
+/// normzoo's `tests/backend_parity.rs` instead).
+///
+/// # Panics
+///
+/// When the build has no CPU backend.
+pub fn cpu_test_devices() -> Vec<(&'static str, Device)> {
+    compiled_cpu_devices().unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[cfg(test)]

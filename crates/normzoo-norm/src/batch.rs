@@ -302,7 +302,7 @@ impl BatchNorm {
 
 impl ModuleDisplay for BatchNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn one_value_per_channel_is_refused_when_training() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let bn = BatchNormConfig::new(3)
                 .init(&device)
                 .unwrap()
@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn training_follows_burns_convention_unless_forced() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let bn = BatchNormConfig::new(2)
                 .init(&device.clone().autodiff())
                 .unwrap();
@@ -477,7 +477,7 @@ mod tests {
     /// `Train` mode on a plain device recalibrates the running statistics without a graph.
     #[test]
     fn forced_training_updates_running_stats_without_autodiff() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let bn = BatchNormConfig::new(1)
                 .with_momentum(Some(0.5))
                 .init(&device)
@@ -509,7 +509,7 @@ mod tests {
     /// Saving right after a training step keeps that step's running statistics.
     #[test]
     fn record_right_after_training_keeps_the_last_update() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let config = BatchNormConfig::new(2);
             let bn = config.init(&device).unwrap().with_mode(StatsMode::Train);
             bn.forward(Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 6.0]], &device));

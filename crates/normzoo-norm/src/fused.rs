@@ -315,9 +315,8 @@ fn tensor_from(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
 /// `write_row(r, out)` writes row `r` into `out` (uninitialised on entry) and returns what else
 /// it computed for the row.
 ///
-/// This takes the place of `vec![0.0; len]` and a parallel write. Zero-filling is a
-/// single-threaded pass over the whole output, which cost a sixth to a quarter of each forward
-/// pass.
+/// This takes the place of `vec![0.0; len]` and a parallel write: zero-filling would be a
+/// single-threaded pass over the whole output before the parallel write.
 ///
 /// # Safety
 ///

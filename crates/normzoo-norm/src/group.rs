@@ -142,7 +142,7 @@ impl GroupNorm {
 
 impl ModuleDisplay for GroupNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -204,6 +204,7 @@ mod tests {
     fn half_precision_large_group_stays_finite_and_correct() {
         let half_devices: Vec<_> = test_devices()
             .into_iter()
+            .map(|(_, device)| device)
             .filter(|device| device.supports_dtype(DType::F16))
             .collect();
         assert!(!half_devices.is_empty(), "no compiled backend runs f16");

@@ -240,7 +240,7 @@ impl InstanceNorm {
 
 impl ModuleDisplay for InstanceNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn one_spatial_element_is_refused_when_input_statistics_are_needed() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let norm = InstanceNormConfig::new(3).init(&device).unwrap();
             assert_eq!(
                 norm.try_forward(Tensor::<4>::ones([2, 3, 1, 1], &device))

@@ -135,7 +135,7 @@ impl LayerNorm {
 
 impl ModuleDisplay for LayerNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -186,7 +186,7 @@ mod tests {
     /// variance; the statistics used here must not.
     #[test]
     fn large_mean_keeps_its_variance() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let ln = LayerNormConfig::new(vec![256]).init(&device).unwrap();
             let noise = Tensor::<2>::random([4, 256], Distribution::Normal(0.0, 0.1), &device);
             let reference = ln.forward(noise.clone());
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn output_has_zero_mean_and_unit_variance_per_sample() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let ln = LayerNormConfig::new(vec![3, 4]).init(&device).unwrap();
             let x = Tensor::<3>::random([2, 3, 4], Distribution::Normal(5.0, 3.0), &device);
             let y = ln.forward(x).reshape([2, 12]);

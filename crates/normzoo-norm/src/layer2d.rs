@@ -141,7 +141,7 @@ impl LayerNorm2d {
 
 impl ModuleDisplay for LayerNorm2d {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -164,7 +164,7 @@ mod tests {
     /// The channels-first layer equals `LayerNorm([C])` applied to the channels-last input.
     #[test]
     fn equals_layer_norm_over_channels_last() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let ln2d = LayerNorm2dConfig::new(6).init(&device).unwrap();
             let ln = LayerNormConfig::new(vec![6])
                 .with_eps(1e-6)

@@ -45,6 +45,7 @@
 
 pub mod backend;
 mod batch;
+mod display;
 mod error;
 #[cfg(feature = "flex")]
 mod fused;
@@ -61,13 +62,6 @@ mod mode;
 mod norm;
 mod rms;
 mod stats;
-
-/// Every layer displays on one line: `GroupNorm {num_groups: 2, …, params: 8}`.
-fn one_line_display() -> Option<burn::module::DisplaySettings> {
-    burn::module::DisplaySettings::new()
-        .with_new_line_after_attribute(false)
-        .optional()
-}
 
 pub use batch::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormConfig};
 pub use error::NormError;

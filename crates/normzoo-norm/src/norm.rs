@@ -329,7 +329,7 @@ pub struct Identity {
 
 impl ModuleDisplay for Identity {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 }
 
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn every_kind_builds_and_normalizes_its_layout() {
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             let channels_first = Tensor::<4>::random([2, 8, 3, 3], Distribution::Default, &device);
             let channels_last = Tensor::<3>::random([2, 5, 8], Distribution::Default, &device);
             for name in NormConfig::NAMES {

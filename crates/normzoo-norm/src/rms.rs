@@ -129,7 +129,7 @@ impl RmsNorm {
 
 impl ModuleDisplay for RmsNorm {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        crate::one_line_display()
+        crate::display::one_line_display()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {

@@ -607,7 +607,7 @@ mod tests {
     #[test]
     fn composed_statistics_stay_within_1e_4_of_float64_for_a_large_mean() {
         let dims = [4, 3, 50];
-        for device in test_devices() {
+        for (_, device) in test_devices() {
             for std in [0.1, 0.5] {
                 device.seed(5);
                 let x = Tensor::<3>::random(dims, Distribution::Normal(1e4, std), &device);

@@ -47,13 +47,5 @@ pub use run::{
 /// The first CPU backend's device, for tests that no backend changes.
 #[cfg(test)]
 pub(crate) fn cpu() -> burn::tensor::Device {
-    training_test_devices().remove(0).1
-}
-
-/// The CPU backends' devices, for the tests that train a model for a few steps. Training on
-/// wgpu is checked step by step against flex, model by model, in `tests/backend_parity.rs`;
-/// repeating it here on Mesa's software Vulkan would take most of the test suite's time.
-#[cfg(test)]
-pub(crate) fn training_test_devices() -> Vec<(&'static str, burn::tensor::Device)> {
-    normzoo_norm::backend::compiled_cpu_devices().unwrap_or_else(|err| panic!("{err}"))
+    normzoo_norm::backend::cpu_test_devices().remove(0).1
 }

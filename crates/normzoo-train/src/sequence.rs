@@ -249,8 +249,8 @@ impl SequenceTraining {
 
 #[cfg(test)]
 mod tests {
-    use crate::training_test_devices;
     use normzoo_models::{TransformerBlockConfig, TransformerConfig};
+    use normzoo_norm::backend::cpu_test_devices;
 
     use super::*;
 
@@ -273,7 +273,7 @@ mod tests {
     /// CPU backend.
     #[test]
     fn a_few_steps_lower_the_loss() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(3);
             let block = TransformerBlockConfig::new(16, 2).with_d_ff(32);

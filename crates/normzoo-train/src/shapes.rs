@@ -292,9 +292,9 @@ pub fn save_segmentations(
 
 #[cfg(test)]
 mod tests {
-    use crate::training_test_devices;
     use normzoo_models::UNetConfig;
     use normzoo_norm::NormConfig;
+    use normzoo_norm::backend::cpu_test_devices;
 
     use super::*;
 
@@ -330,7 +330,7 @@ mod tests {
     /// A few steps of a tiny U-Net lower the loss on each CPU backend, and the picture is written.
     #[test]
     fn a_few_steps_lower_the_loss_and_the_picture_is_saved() {
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(2);
             let model = UNetConfig::new()

@@ -255,8 +255,8 @@ pub fn save_translations(
 
 #[cfg(test)]
 mod tests {
-    use crate::training_test_devices;
     use normzoo_models::{PatchDiscriminatorConfig, ResnetGeneratorConfig};
+    use normzoo_norm::backend::cpu_test_devices;
 
     use super::*;
 
@@ -280,7 +280,7 @@ mod tests {
         // initial weights that train on the CPU backends), although the generator's and the
         // critic's outputs and gradients equal flex's, and so do the first training steps
         // (tests/backend_parity.rs). Unexplained so far, and reported rather than hidden.
-        for (backend, device) in training_test_devices() {
+        for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(4);
             let generator = || {

@@ -7,7 +7,7 @@ use normzoo_models::{Mlp, MlpConfig};
 use normzoo_norm::NormConfig;
 
 use super::Output;
-use super::train::{Data, Schedule, accuracy, batched_accuracy, tail_mean, train};
+use super::training_loop::{Data, Schedule, accuracy, batched_accuracy, tail_mean, train};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError};
 

@@ -5,7 +5,7 @@ use burn::module::Module;
 use normzoo_norm::NormConfig;
 
 use super::Output;
-use super::train::{Data, Schedule, accuracy, smoothed, tail_mean, train_measuring};
+use super::training_loop::{Data, Schedule, accuracy, smoothed, tail_mean, train_measuring};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError, SmallCnnConfig};
 

@@ -6,7 +6,7 @@ use normzoo_models::MlpConfig;
 use normzoo_norm::NormConfig;
 
 use super::Output;
-use super::train::{Data, Schedule, host_values, relu_inputs, train};
+use super::training_loop::{Data, Schedule, host_values, relu_inputs, train};
 use crate::plot::{Heatmap, Panel, Series, render};
 use crate::{Lab, LabError};
 

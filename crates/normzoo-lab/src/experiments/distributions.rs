@@ -6,7 +6,7 @@ use normzoo_models::MlpConfig;
 use normzoo_norm::NormConfig;
 
 use super::Output;
-use super::train::{Data, Schedule, host_values, relu_inputs, train_measuring};
+use super::training_loop::{Data, Schedule, host_values, relu_inputs, train_measuring};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError};
 

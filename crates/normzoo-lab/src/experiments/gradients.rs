@@ -11,7 +11,7 @@ use normzoo_models::{Mlp, MlpConfig};
 use normzoo_norm::NormConfig;
 
 use super::Output;
-use super::train::{Data, Schedule, tail_mean};
+use super::training_loop::{Data, Schedule, tail_mean};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError};
 
@@ -125,7 +125,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
             .with_norm(norm.parse::<NormConfig>()?)
             .init(&device)?;
         let at_init = mean_flow(&mlp, &data, probe_batches, batch_size, &device);
-        let (trained, losses) = super::train::train(mlp, schedule, &data, &device, &bar);
+        let (trained, losses) = super::training_loop::train(mlp, schedule, &data, &device, &bar);
         let after = mean_flow(&trained, &data, probe_batches, batch_size, &device);
         results.push((label, at_init, after, tail_mean(&losses, 0.1)));
     }

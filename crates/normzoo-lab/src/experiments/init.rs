@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use super::Output;
-use super::train::{Data, ImageModel, Schedule, accuracy, smoothed, tail_mean, train};
+use super::training_loop::{Data, ImageModel, Schedule, accuracy, smoothed, tail_mean, train};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError};
 

@@ -9,8 +9,8 @@ mod gradients;
 mod init;
 mod sequences;
 mod swap;
-mod train;
 mod train_eval;
+mod training_loop;
 
 use std::fmt::Write as _;
 use std::fs;

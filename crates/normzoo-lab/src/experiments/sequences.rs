@@ -10,7 +10,7 @@ use normzoo_train::sequence::{
 };
 
 use super::Output;
-use super::train::{smoothed, tail_mean};
+use super::training_loop::{smoothed, tail_mean};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError};
 

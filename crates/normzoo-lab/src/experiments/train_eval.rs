@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use normzoo_norm::{NormConfig, StatsMode};
 
 use super::Output;
-use super::train::{Data, Schedule, batched_accuracy, train_measuring};
+use super::training_loop::{Data, Schedule, batched_accuracy, train_measuring};
 use crate::plot::{LineChart, Panel, Series, render};
 use crate::{Lab, LabError, SmallCnnConfig};
 
