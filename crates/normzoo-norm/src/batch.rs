@@ -141,12 +141,7 @@ impl BatchNormConfig {
         check::positive(LAYER, "num_features", self.num_features)?;
         check::epsilon(LAYER, self.eps)?;
         check::momentum(LAYER, self.momentum)?;
-        if let Some(dims) = self.spatial_dims.filter(|dims| !(1..=3).contains(dims)) {
-            return Err(NormError::config(
-                LAYER,
-                format!("spatial_dims must be 1, 2 or 3 (or None for any), got {dims}"),
-            ));
-        }
+        check::spatial_dims(LAYER, self.spatial_dims)?;
 
         let (gamma, beta) = init_affine(self.affine, self.affine, self.num_features, device);
         let (running_mean, running_var, num_batches_tracked) =
@@ -198,7 +193,12 @@ impl BatchNorm {
     pub fn try_forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
         let dims = input.dims();
         check_input::rank(LAYER, &dims, 2..=5, "[N, C, *]")?;
-        self.check_pinned_rank(D)?;
+        match self.spatial_dims {
+            None => {}
+            Some(1) => check_input::pinned_rank("BatchNorm1d", D, &[2, 3])?,
+            Some(2) => check_input::pinned_rank("BatchNorm2d", D, &[4])?,
+            Some(_) => check_input::pinned_rank("BatchNorm3d", D, &[5])?,
+        }
         check_input::channels(LAYER, &dims, self.num_features)?;
 
         let training = self.is_training(&input.device());
@@ -223,29 +223,6 @@ impl BatchNorm {
                 self.eps,
             ))
         }
-    }
-
-    /// PyTorch's check of `BatchNorm1d`, `2d` and `3d`, where `spatial_dims` pins one of them.
-    fn check_pinned_rank(&self, rank: usize) -> Result<(), NormError> {
-        let Some(spatial_dims) = self.spatial_dims else {
-            return Ok(());
-        };
-        let accepted = match spatial_dims {
-            1 => rank == 2 || rank == 3,
-            _ => rank == spatial_dims + 2,
-        };
-        if accepted {
-            return Ok(());
-        }
-        let (layer, expected) = match spatial_dims {
-            1 => ("BatchNorm1d", "2D or 3D"),
-            2 => ("BatchNorm2d", "4D"),
-            _ => ("BatchNorm3d", "5D"),
-        };
-        Err(NormError::input(
-            layer,
-            format!("expected {expected} input (got {rank}D input)"),
-        ))
     }
 
     /// This layer with its train/eval behaviour forced (or returned to burn's convention with

@@ -102,6 +102,20 @@ pub(crate) mod check {
         }
     }
 
+    /// `spatial_dims`, where a config pins it (PyTorch's 1d, 2d and 3d classes), is 1, 2 or 3.
+    pub(crate) fn spatial_dims(
+        layer: &'static str,
+        spatial_dims: Option<usize>,
+    ) -> Result<(), NormError> {
+        match spatial_dims {
+            Some(dims) if !(1..=3).contains(&dims) => Err(NormError::config(
+                layer,
+                format!("spatial_dims must be 1, 2 or 3 (or None for any), got {dims}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn shape(layer: &'static str, name: &str, shape: &[usize]) -> Result<(), NormError> {
         if shape.is_empty() || shape.contains(&0) {
             return Err(NormError::config(
@@ -142,6 +156,28 @@ pub(crate) mod check_input {
             ));
         }
         Ok(())
+    }
+
+    /// PyTorch's rank check of its 1d, 2d and 3d classes (`BatchNorm2d`: "expected 4D input
+    /// (got 3D input)"): `rank` is one of `accepted` (ascending), else an error from `layer`, the
+    /// pinned class's name.
+    pub(crate) fn pinned_rank(
+        layer: &'static str,
+        rank: usize,
+        accepted: &[usize],
+    ) -> Result<(), NormError> {
+        if accepted.contains(&rank) {
+            return Ok(());
+        }
+        let expected = accepted
+            .iter()
+            .map(|rank| format!("{rank}D"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        Err(NormError::input(
+            layer,
+            format!("expected {expected} input (got {rank}D input)"),
+        ))
     }
 
     /// The channel axis (axis 1) holds `expected` channels.

@@ -30,13 +30,24 @@ pub struct InstanceNormConfig {
     /// Whether the layer keeps running statistics and evaluates with them. Default: `false`.
     #[config(default = false)]
     pub track_running_stats: bool,
+    /// The number of spatial axes the input must have: `Some(1)` for `InstanceNorm1d`
+    /// (`[N, C, L]`), `Some(2)` for `InstanceNorm2d` (`[N, C, H, W]`), `Some(3)` for
+    /// `InstanceNorm3d` (`[N, C, D, H, W]`). `None` accepts any of them. PyTorch's classes also
+    /// take an input without the batch axis; this layer always wants it. Default: `None`;
+    /// [`new_1d`](Self::new_1d), [`new_2d`](Self::new_2d) and [`new_3d`](Self::new_3d) pin it.
+    #[config(default = "None")]
+    pub spatial_dims: Option<usize>,
 }
 
-/// PyTorch's `InstanceNorm1d` (input `[N, C, L]`): the same layer.
+/// PyTorch's `InstanceNorm1d` (input `[N, C, L]`): the same layer, built with
+/// [`InstanceNormConfig::new_1d`] to refuse other ranks.
 pub type InstanceNorm1d = InstanceNorm;
-/// PyTorch's `InstanceNorm2d` (input `[N, C, H, W]`): the same layer.
+/// PyTorch's `InstanceNorm2d` (input `[N, C, H, W]`): the same layer, built with
+/// [`InstanceNormConfig::new_2d`] to refuse other ranks (a 3D input is otherwise normalized as
+/// `InstanceNorm1d` would, where PyTorch reads it as one unbatched image).
 pub type InstanceNorm2d = InstanceNorm;
-/// PyTorch's `InstanceNorm3d` (input `[N, C, D, H, W]`): the same layer.
+/// PyTorch's `InstanceNorm3d` (input `[N, C, D, H, W]`): the same layer, built with
+/// [`InstanceNormConfig::new_3d`] to refuse other ranks.
 pub type InstanceNorm3d = InstanceNorm;
 
 /// Instance normalization ([Ulyanov et al., 2016](https://arxiv.org/abs/1607.08022)), with
@@ -92,22 +103,41 @@ pub struct InstanceNorm {
     /// The running statistics' momentum; `None` leaves them unchanged.
     #[module(skip)]
     pub momentum: Option<f64>,
+    /// The spatial axes the input must have (`InstanceNorm1d`, `2d`, `3d`), or `None` for any.
+    #[module(skip)]
+    pub spatial_dims: Option<usize>,
 }
 
 const LAYER: &str = "InstanceNorm";
 
 impl InstanceNormConfig {
+    /// PyTorch's `InstanceNorm1d(num_features)`: accepts `[N, C, L]` only.
+    pub fn new_1d(num_features: usize) -> Self {
+        Self::new(num_features).with_spatial_dims(Some(1))
+    }
+
+    /// PyTorch's `InstanceNorm2d(num_features)`: accepts `[N, C, H, W]` only.
+    pub fn new_2d(num_features: usize) -> Self {
+        Self::new(num_features).with_spatial_dims(Some(2))
+    }
+
+    /// PyTorch's `InstanceNorm3d(num_features)`: accepts `[N, C, D, H, W]` only.
+    pub fn new_3d(num_features: usize) -> Self {
+        Self::new(num_features).with_spatial_dims(Some(3))
+    }
+
     /// Builds an [`InstanceNorm`] layer: `γ = 1`, `β = 0`, `running_mean = 0`,
     /// `running_var = 1`, as PyTorch initializes them.
     ///
     /// # Errors
     ///
     /// [`NormError::InvalidConfig`] when `num_features` is zero, `eps` is not finite and
-    /// positive, or `momentum` is outside `[0, 1]`.
+    /// positive, `momentum` is outside `[0, 1]`, or `spatial_dims` is not 1, 2 or 3.
     pub fn init(&self, device: &Device) -> Result<InstanceNorm, NormError> {
         check::positive(LAYER, "num_features", self.num_features)?;
         check::epsilon(LAYER, self.eps)?;
         check::momentum(LAYER, self.momentum)?;
+        check::spatial_dims(LAYER, self.spatial_dims)?;
         let (gamma, beta) = init_affine(self.affine, self.affine, self.num_features, device);
         let (running_mean, running_var, num_batches_tracked) =
             init_running_stats(self.track_running_stats, self.num_features, device);
@@ -122,6 +152,7 @@ impl InstanceNormConfig {
             num_features: self.num_features,
             eps: self.eps,
             momentum: self.momentum,
+            spatial_dims: self.spatial_dims,
         })
     }
 }
@@ -137,8 +168,8 @@ impl InstanceNorm {
     /// # Panics
     ///
     /// With the message of [`try_forward`](Self::try_forward)'s error: when the rank is not 3
-    /// to 5, axis 1 is not `num_features`, or the input's statistics are needed and there is
-    /// one spatial element.
+    /// to 5 (or not the one `spatial_dims` pins), axis 1 is not `num_features`, or the input's
+    /// statistics are needed and there is one spatial element.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         self.try_forward(input)
             .unwrap_or_else(|err| panic!("{err}"))
@@ -148,12 +179,19 @@ impl InstanceNorm {
     ///
     /// # Errors
     ///
-    /// [`NormError::InvalidInput`] for a rank outside 3 to 5, a channel count other than
-    /// `num_features`, or a single spatial element when the input's statistics are needed
-    /// (PyTorch: "Expected more than 1 spatial element when training").
+    /// [`NormError::InvalidInput`] for a rank outside 3 to 5, a rank other than the one
+    /// `spatial_dims` pins (`InstanceNorm2d`: "expected 4D input (got 3D input)"), a channel
+    /// count other than `num_features`, or a single spatial element when the input's statistics
+    /// are needed (PyTorch: "Expected more than 1 spatial element when training").
     pub fn try_forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
         let dims = input.dims();
         check_input::rank(LAYER, &dims, 3..=5, "[N, C, *]")?;
+        match self.spatial_dims {
+            None => {}
+            Some(1) => check_input::pinned_rank("InstanceNorm1d", D, &[3])?,
+            Some(2) => check_input::pinned_rank("InstanceNorm2d", D, &[4])?,
+            Some(_) => check_input::pinned_rank("InstanceNorm3d", D, &[5])?,
+        }
         check_input::channels(LAYER, &dims, self.num_features)?;
 
         let training = self.is_training(&input.device());
@@ -258,6 +296,63 @@ impl ModuleDisplay for InstanceNorm {
 mod tests {
     use super::*;
     use crate::backend::test_devices;
+
+    /// `new_1d`, `new_2d` and `new_3d` refuse the other ranks; the plain config takes any.
+    #[test]
+    fn pinned_ranks_are_refused_clearly() {
+        let device = Device::default();
+        let norm = |config: InstanceNormConfig| config.init(&device).unwrap();
+        let in2d = norm(InstanceNormConfig::new_2d(3));
+        assert_eq!(
+            in2d.try_forward(Tensor::<3>::ones([2, 3, 5], &device))
+                .unwrap_err()
+                .to_string(),
+            "InstanceNorm2d: expected 4D input (got 3D input)"
+        );
+        assert!(
+            in2d.try_forward(Tensor::<4>::ones([2, 3, 4, 4], &device))
+                .is_ok()
+        );
+        let in1d = norm(InstanceNormConfig::new_1d(3));
+        assert!(
+            in1d.try_forward(Tensor::<3>::ones([2, 3, 5], &device))
+                .is_ok()
+        );
+        assert_eq!(
+            in1d.try_forward(Tensor::<4>::ones([2, 3, 4, 4], &device))
+                .unwrap_err()
+                .to_string(),
+            "InstanceNorm1d: expected 3D input (got 4D input)"
+        );
+        let in3d = norm(InstanceNormConfig::new_3d(3));
+        assert!(
+            in3d.try_forward(Tensor::<5>::ones([2, 3, 2, 2, 2], &device))
+                .is_ok()
+        );
+        assert_eq!(
+            in3d.try_forward(Tensor::<4>::ones([2, 3, 4, 4], &device))
+                .unwrap_err()
+                .to_string(),
+            "InstanceNorm3d: expected 5D input (got 4D input)"
+        );
+        let any = norm(InstanceNormConfig::new(3));
+        assert!(
+            any.try_forward(Tensor::<3>::ones([2, 3, 5], &device))
+                .is_ok()
+        );
+        assert!(
+            any.try_forward(Tensor::<5>::ones([2, 3, 2, 2, 2], &device))
+                .is_ok()
+        );
+        let err = InstanceNormConfig::new(3)
+            .with_spatial_dims(Some(0))
+            .init(&device)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "InstanceNorm: spatial_dims must be 1, 2 or 3 (or None for any), got 0"
+        );
+    }
 
     #[test]
     fn bad_input_is_refused() {
