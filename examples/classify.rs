@@ -21,24 +21,12 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::Parser;
 use normzoo::models::{
-    CONVNEXT_TINY_IMAGENET, ImageClassifier, RESNET18_IMAGENET, TorchvisionWeights,
-    VGG16_BN_IMAGENET, VGG16_IMAGENET, checkpoint_path,
+    ImageClassifier, ImagenetWeights, TorchvisionWeights, checkpoint_path, find_architecture,
+    image_classifiers,
 };
 use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
 use normzoo::train::progress::exit_code;
 use normzoo::train::{TrainError, device_named};
-
-/// The models with ImageNet weights: name, torchvision's checkpoint, evaluation transform.
-const MODELS: [(&str, &str, EvalTransform); 4] = [
-    ("resnet18", RESNET18_IMAGENET, EvalTransform::RESNET),
-    ("vgg16", VGG16_IMAGENET, EvalTransform::RESNET),
-    ("vgg16-bn", VGG16_BN_IMAGENET, EvalTransform::RESNET),
-    (
-        "convnext-tiny",
-        CONVNEXT_TINY_IMAGENET,
-        EvalTransform::CONVNEXT,
-    ),
-];
 
 /// Classify images with a torchvision ImageNet checkpoint.
 #[derive(Parser, Debug)]
@@ -47,7 +35,8 @@ struct Args {
     /// The images (JPEG or PNG), classified in one batch.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// The model: resnet18, vgg16, vgg16-bn or convnext-tiny.
+    /// The model: one of the registry's with ImageNet weights (resnet18, vgg16, vgg16-bn,
+    /// convnext-tiny).
     #[arg(long, default_value = "resnet18")]
     model: String,
     /// The checkpoint (.pth or .safetensors), a path or an address [default: torchvision's
@@ -65,11 +54,14 @@ struct Args {
 fn run(args: Args) -> Result<(), TrainError> {
     let invalid =
         |setting: &'static str, message: String| TrainError::InvalidConfig { setting, message };
-    let (_, url, transform) = MODELS
-        .iter()
-        .find(|(name, _, _)| *name == args.model)
+    let weights: ImagenetWeights = find_architecture(&args.model)
+        .and_then(|model| model.classifier)
+        .and_then(|classifier| classifier.imagenet)
         .ok_or_else(|| {
-            let names: Vec<_> = MODELS.iter().map(|(name, _, _)| *name).collect();
+            let names: Vec<_> = image_classifiers()
+                .filter(|(_, classifier)| classifier.imagenet.is_some())
+                .map(|(model, _)| model.name)
+                .collect();
             invalid(
                 "--model",
                 format!(
@@ -79,6 +71,7 @@ fn run(args: Args) -> Result<(), TrainError> {
                 ),
             )
         })?;
+    let transform = EvalTransform::new(weights.resize, weights.crop)?;
     let device = device_named(&args.device)?;
     let classes = imagenet_classes();
     // The images first: a typo should not wait for a download.
@@ -88,7 +81,7 @@ fn run(args: Args) -> Result<(), TrainError> {
         .map(|image| transform.open(image, &device))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let source = args.weights.as_deref().unwrap_or(url);
+    let source = args.weights.as_deref().unwrap_or(weights.url);
     let path = checkpoint_path(source).map_err(|err| invalid("--weights", err.to_string()))?;
     let model = ImageClassifier::from_name(&args.model, classes.len(), None, &device)?;
     let (model, report) = model

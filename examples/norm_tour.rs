@@ -35,12 +35,12 @@ fn main() -> Result<(), NormError> {
         let norm = config.init(16, &device)?.with_mode(StatsMode::Train);
         // Layer and Rms normalize the last axis: give them channels last.
         let y = match config {
-            NormConfig::Layer { .. } | NormConfig::Rms { .. } => norm
+            NormConfig::Layer(_) | NormConfig::Rms(_) => norm
                 .try_forward(x.clone().permute([0, 2, 3, 1]))?
                 .permute([0, 3, 1, 2]),
             _ => norm.try_forward(x.clone())?,
         };
-        println!("{:<10} {}\n           {norm}", config.name(), summary(y));
+        println!("{config:<10} {}\n           {norm}", summary(y));
     }
 
     let bn = "batch".parse::<NormConfig>()?.init(16, &device)?;

@@ -30,8 +30,8 @@ use normzoo::models::checkpoint_path;
 use normzoo::norm::NormConfig;
 use normzoo::train::progress::exit_code;
 use normzoo::train::{
-    CIFAR_MODELS, DatasetSource, Resume, RunConfig, RunOptions, Schedule, TrainError, device_named,
-    train,
+    DatasetSource, EARLIER_MODEL_NAMES, Resume, RunConfig, RunOptions, Schedule, TrainError,
+    cifar_models, device_named, train,
 };
 
 /// Train an image classifier on CIFAR-10 or Fashion-MNIST (or an offline synthetic stand-in)
@@ -41,7 +41,7 @@ use normzoo::train::{
 #[derive(Parser, Debug)]
 #[command(version, args_override_self = true, after_help = models_help())]
 struct Args {
-    /// The model: resnet18, vgg16, vgg16-bn or convnext.
+    /// The model, one of those listed below [default: resnet18-cifar].
     #[arg(long)]
     model: Option<String>,
     /// The normalizer in place of the model's own: none, batch, layer2d, group[:G], instance.
@@ -134,9 +134,14 @@ enum DatasetArg {
 
 fn models_help() -> String {
     let mut help = String::from("Models:\n");
-    for (name, what) in CIFAR_MODELS {
-        help.push_str(&format!("  {name:<10} {what}\n"));
+    for model in cifar_models() {
+        help.push_str(&format!("  {:<15} {}\n", model.name, model.description));
     }
+    help.push_str("Earlier names, still accepted:");
+    for (earlier, now) in EARLIER_MODEL_NAMES {
+        help.push_str(&format!(" {earlier} ({now})"));
+    }
+    help.push('\n');
     help
 }
 

@@ -16,7 +16,7 @@ use normzoo::models::{
     ResnetGeneratorConfig, TransformerBlockConfig, TransformerConfig, UNetConfig, VggConfig,
 };
 use normzoo::norm::backend::device;
-use normzoo::norm::{GroupNormConfig, Norm, NormConfig};
+use normzoo::norm::{GroupNormConfig, InstanceNormConfig, Norm, NormConfig};
 use normzoo::train::translation::{Critics, CycleGan, CycleGanTraining};
 
 /// Largest accepted `|flex − wgpu| / (1 + |flex|)` for one layer, and for a whole network.
@@ -143,7 +143,7 @@ fn normalizer_run<const D: usize>(
 fn assert_normalizer_agrees<const D: usize>(name: &str, config: NormConfig, shape: [usize; D]) {
     let [flex, wgpu] = devices();
     let channels = match config {
-        NormConfig::Layer { .. } | NormConfig::Rms { .. } => shape[D - 1],
+        NormConfig::Layer(_) | NormConfig::Rms(_) => shape[D - 1],
         _ => shape[1],
     };
     // A fresh layer for each backend: clones of a module share its running statistics.
@@ -193,12 +193,11 @@ fn group_and_instance_norm_agree() {
         NormConfig::instance(),
         [3, 4, 6, 1],
     );
-    let tracked = NormConfig::Instance {
-        eps: 1e-5,
-        momentum: Some(0.1),
-        affine: true,
-        track_running_stats: true,
-    };
+    let tracked = NormConfig::Instance(
+        InstanceNormConfig::new(0)
+            .with_affine(true)
+            .with_track_running_stats(true),
+    );
     assert_normalizer_agrees("InstanceNorm2d, affine and tracked", tracked, [3, 4, 6, 6]);
 }
 

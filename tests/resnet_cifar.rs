@@ -15,7 +15,7 @@ use common::{assert_clear_error, run, text};
 
 use normzoo::models::{ResNetConfig, TorchvisionWeights};
 use normzoo::train::metrics::{MetricRow, read_metrics_csv};
-use normzoo::train::{RunConfig, RunReport, data::CifarDataset};
+use normzoo::train::{RunConfig, RunReport, cifar_model, data::CifarDataset};
 
 /// The built `resnet_cifar` example, on the first compiled backend.
 fn example() -> Command {
@@ -358,7 +358,7 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     case(&["--batch-size", "0"], "--batch-size");
     case(
         &["--model", "vgg16", "--width", "16"],
-        "--width: applies to resnet18 only, got --model vgg16",
+        "--width: applies to resnet18-cifar only, got --model vgg16",
     );
     case(&["--width", "0"], "--width: expected at least 1 channel");
     case(
@@ -436,4 +436,25 @@ fn wgpu_without_an_adapter_names_the_missing_driver() {
     );
     assert!(stderr.contains("choose `flex`"), "{stderr}");
     assert!(!artifacts.exists(), "a refused run wrote artifacts");
+}
+
+#[test]
+fn a_run_saved_before_norm_config_held_the_layer_configs_still_loads() {
+    // Written by `resnet_cifar --dataset fashion-mnist --norm batch --epochs 1 --limit-train
+    // 512 --limit-test 256` when `NormConfig::Batch` held the hyper-parameters alone.
+    let saved =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runs/before-norm-layer-configs");
+    let config = RunConfig::load(&saved).unwrap();
+    let expected = RunConfig {
+        model: "resnet18".into(),
+        norm: Some(normzoo::norm::NormConfig::batch()),
+        dataset: normzoo::train::DatasetSource::FashionMnist { dir: None },
+        epochs: 1,
+        limit_train: Some(512),
+        limit_test: Some(256),
+        ..RunConfig::default()
+    };
+    assert_eq!(config, expected);
+    // "resnet18" was `--model`'s name for what the registry calls resnet18-cifar.
+    assert_eq!(cifar_model(&config.model).unwrap().name, "resnet18-cifar");
 }

@@ -18,7 +18,7 @@ pub(crate) fn zeroed(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>
 pub fn conv_bias_before(norm: &NormConfig) -> bool {
     match norm {
         NormConfig::None => true,
-        NormConfig::Instance { affine, .. } => !affine,
+        NormConfig::Instance(config) => !config.affine,
         _ => false,
     }
 }

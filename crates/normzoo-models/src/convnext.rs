@@ -8,10 +8,10 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Distribution, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
-use crate::ModelError;
 use crate::common::{normal_002, zeroed};
 use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
+use crate::{ModelError, TorchvisionWeights};
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
 #[derive(Config, Debug)]
@@ -193,10 +193,10 @@ impl ConvNextConfig {
             });
         }
         refuse_channels_last(MODEL, &self.norm)?;
-        if let NormConfig::Instance { .. } = self.norm {
+        if let NormConfig::Instance(_) = self.norm {
             return Err(ModelError::UnsupportedNorm {
                 model: MODEL,
-                norm: self.norm.name(),
+                norm: self.norm.to_string(),
                 reason: "the head normalizes pooled 1×1 features, where a per-instance \
                          statistic is undefined: use `group:G` or `layer2d`"
                     .into(),
@@ -294,6 +294,49 @@ impl ConvNextBlock {
         let x = x.mul(self.gamma.val().reshape([1, 1, 1, c]));
         let x = x.permute([0, 3, 1, 2]); // [N, C, H, W]
         input.add(self.drop_path.forward(x))
+    }
+}
+
+impl TorchvisionWeights for ConvNext {
+    fn name(&self) -> &'static str {
+        "ConvNeXt"
+    }
+
+    fn head(&self) -> &'static str {
+        "head"
+    }
+
+    /// torchvision keeps the stem, stages and downsampling layers in one `features`
+    /// sequence (stem 0, stages 1, 3, 5, 7, downsampling 2, 4, 6), each block's layers in a
+    /// `block` sequence (depthwise convolution 0, LayerNorm 2, linear layers 3 and 5) and the
+    /// head in `classifier` (LayerNorm 0, linear 2).
+    fn renames(&self) -> Vec<(String, String)> {
+        let mut renames = vec![
+            ("features.0.0".into(), "stem".into()),
+            ("features.0.1".into(), "stem_norm".into()),
+            ("classifier.0".into(), "head_norm".into()),
+            ("classifier.2".into(), "head".into()),
+        ];
+        for stage in 0..4 {
+            let block = format!("features.{}.{{}}", 2 * stage + 1);
+            let ours = format!("stages.{stage}.{{}}");
+            for (theirs, name) in [
+                ("block.0", "dwconv"),
+                ("block.2", "norm"),
+                ("block.3", "pwconv1"),
+                ("block.5", "pwconv2"),
+                ("layer_scale", "gamma"),
+            ] {
+                renames.push((format!("{block}.{theirs}"), format!("{ours}.{name}")));
+            }
+            if stage > 0 {
+                let downsample = format!("features.{}", 2 * stage);
+                let ours = format!("downsample.{}", stage - 1);
+                renames.push((format!("{downsample}.0"), format!("{ours}.norm")));
+                renames.push((format!("{downsample}.1"), format!("{ours}.conv")));
+            }
+        }
+        renames
     }
 }
 

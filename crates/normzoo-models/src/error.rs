@@ -25,11 +25,13 @@ pub enum ModelError {
     },
     /// A normalizer refused its configuration (e.g. groups that do not divide the channels).
     Norm(NormError),
-    /// A model name that [`ImageClassifier::from_name`](crate::ImageClassifier::from_name) does
-    /// not know.
+    /// A model name that is not one of those asked for (e.g. the image classifiers, for
+    /// [`ImageClassifier::from_name`](crate::ImageClassifier::from_name)).
     UnknownModel {
         /// The name as given.
         name: String,
+        /// The names it could have been, comma-separated.
+        expected: String,
     },
 }
 
@@ -46,11 +48,9 @@ impl fmt::Display for ModelError {
             ),
             Self::InvalidConfig { model, message } => write!(f, "{model}: {message}"),
             Self::Norm(err) => err.fmt(f),
-            Self::UnknownModel { name } => write!(
-                f,
-                "unknown model `{name}`: expected one of {}",
-                crate::ImageClassifier::NAMES.join(", ")
-            ),
+            Self::UnknownModel { name, expected } => {
+                write!(f, "unknown model `{name}`: expected one of {expected}")
+            }
         }
     }
 }
@@ -70,9 +70,9 @@ pub(crate) fn refuse_channels_last(
     norm: &NormConfig,
 ) -> Result<(), ModelError> {
     match norm {
-        NormConfig::Layer { .. } | NormConfig::Rms { .. } => Err(ModelError::UnsupportedNorm {
+        NormConfig::Layer(_) | NormConfig::Rms(_) => Err(ModelError::UnsupportedNorm {
             model,
-            norm: norm.name(),
+            norm: norm.to_string(),
             reason: "it normalizes the last axis, but a CNN's features are channels-first \
                      [N, C, H, W]: use `layer2d` (over channels, as ConvNeXt) or `group:1` \
                      (over C, H and W)"

@@ -26,9 +26,10 @@
 //! and both gradients) by im2col and large matrix products (BENCHMARKS.md times it against
 //! burn's own).
 //!
-//! [`ARCHITECTURES`] lists them; [`ImageClassifier::from_name`] builds the image classifiers by
-//! name (`"resnet18-cifar"`, `"vgg16-bn"`, `"convnext-tiny"`, …). ResNet and ConvNeXt load
-//! torchvision's checkpoints ([`TorchvisionWeights`]).
+//! The registry, [`ARCHITECTURES`], names every model once and says what it is;
+//! [`ImageClassifier::from_name`] builds the image classifiers by name (`"resnet18-cifar"`,
+//! `"vgg16-bn"`, `"convnext-tiny"`, …), and the registry gives the ImageNet weights of those that
+//! have them. ResNet, VGG and ConvNeXt load torchvision's checkpoints ([`TorchvisionWeights`]).
 
 //!
 //! ```
@@ -54,16 +55,17 @@ mod convnext;
 mod cyclegan;
 mod download;
 mod error;
+mod image_classifier;
 mod lstm;
 mod mlp;
 mod params;
 mod patchgan;
 mod pretrained;
+mod registry;
 mod resnet;
 mod transformer;
 mod unet;
 mod vgg;
-mod zoo;
 
 pub use common::conv_bias_before;
 pub use conv::conv2d;
@@ -74,11 +76,15 @@ pub use download::{
     download_checkpoint, torch_cache_dir,
 };
 pub use error::ModelError;
+pub use image_classifier::ImageClassifier;
 pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
 pub use mlp::{Mlp, MlpBlock, MlpConfig};
 pub use params::num_trainable_params;
 pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
 pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};
+pub use registry::{
+    ARCHITECTURES, Architecture, Classifier, ImagenetWeights, find_architecture, image_classifiers,
+};
 pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
 pub use transformer::{
     CausalLm, NormPosition, TransformerBlock, TransformerBlockConfig, TransformerConfig,
@@ -86,4 +92,3 @@ pub use transformer::{
 };
 pub use unet::{DoubleConv, UNet, UNetConfig};
 pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg16_stages};
-pub use zoo::{ARCHITECTURES, ImageClassifier};

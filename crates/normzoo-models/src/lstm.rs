@@ -97,10 +97,10 @@ impl LstmConfig {
                 ),
             });
         }
-        if let NormConfig::Layer2d { .. } | NormConfig::Instance { .. } = self.norm {
+        if let NormConfig::Layer2d(_) | NormConfig::Instance(_) = self.norm {
             return Err(ModelError::UnsupportedNorm {
                 model: MODEL,
-                norm: self.norm.name(),
+                norm: self.norm.to_string(),
                 reason: "an LSTM's features are [N, C], with no spatial axes: use `layer`".into(),
             });
         }

@@ -73,16 +73,16 @@ impl MlpConfig {
         }
         let unsupported = |reason: &str| ModelError::UnsupportedNorm {
             model: MODEL,
-            norm: self.norm.name(),
+            norm: self.norm.to_string(),
             reason: reason.into(),
         };
         match self.norm {
-            NormConfig::Layer2d { .. } => {
+            NormConfig::Layer2d(_) => {
                 return Err(unsupported(
                     "it normalizes [N, C, H, W] over channels, an MLP's features are [N, C]: use `layer`",
                 ));
             }
-            NormConfig::Instance { .. } => {
+            NormConfig::Instance(_) => {
                 return Err(unsupported(
                     "it normalizes over spatial positions, an MLP's features [N, C] have none",
                 ));

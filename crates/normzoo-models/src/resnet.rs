@@ -11,9 +11,9 @@ use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
 use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
+use crate::{ModelError, TorchvisionWeights};
 
 /// The first layers of a [`ResNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +257,29 @@ impl BasicBlock {
         let x = relu(self.bn1.forward(conv2d(&self.conv1, input)));
         let x = self.bn2.forward(conv2d(&self.conv2, x));
         relu(x.add(shortcut))
+    }
+}
+
+impl TorchvisionWeights for ResNet {
+    fn name(&self) -> &'static str {
+        "ResNet"
+    }
+
+    fn head(&self) -> &'static str {
+        "fc"
+    }
+
+    /// Only the projection shortcut differs: torchvision's is a `Sequential`.
+    fn renames(&self) -> Vec<(String, String)> {
+        [("0", "conv"), ("1", "bn")]
+            .into_iter()
+            .map(|(index, ours)| {
+                (
+                    format!("layer{{}}.{{}}.downsample.{index}"),
+                    format!("layer{{}}.{{}}.downsample.{ours}"),
+                )
+            })
+            .collect()
     }
 }
 

@@ -99,10 +99,10 @@ impl TransformerBlockConfig {
                 ),
             });
         }
-        if let NormConfig::Layer2d { .. } = self.norm {
+        if let NormConfig::Layer2d(_) = self.norm {
             return Err(ModelError::UnsupportedNorm {
                 model: MODEL,
-                norm: self.norm.name(),
+                norm: self.norm.to_string(),
                 reason: "it needs [N, C, H, W] feature maps, a Transformer has [N, T, C] tokens: \
                          use `layer`"
                     .into(),

@@ -11,10 +11,10 @@ use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
 use crate::common::zeroed;
 use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
+use crate::{ModelError, TorchvisionWeights};
 
 /// The classifier of a [`Vgg`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +223,43 @@ impl Vgg {
             .iter()
             .fold(x, |x, layer| self.dropout.forward(relu(layer.forward(x))));
         self.fc.forward(x)
+    }
+}
+
+impl TorchvisionWeights for Vgg {
+    fn name(&self) -> &'static str {
+        "VGG"
+    }
+
+    fn head(&self) -> &'static str {
+        "fc"
+    }
+
+    /// torchvision numbers every layer of `features` in one sequence: per convolution the
+    /// convolution, its BatchNorm (`vgg16_bn` only) and the ReLU, then a max-pool after each
+    /// stage; and the classifier as linear 0, ReLU, dropout, linear 3, ReLU, dropout,
+    /// linear 6. Our CIFAR head (one linear layer on 512 features) has no torchvision
+    /// counterpart: its keys are not mapped, so a partial load leaves it initialised.
+    fn renames(&self) -> Vec<(String, String)> {
+        let mut renames = Vec::new();
+        let mut index = 0;
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (u, unit) in stage.iter().enumerate() {
+                renames.push((format!("features.{index}"), format!("stages.{s}.{u}.conv")));
+                index += 1;
+                if !matches!(unit.norm, Norm::Identity(_)) {
+                    renames.push((format!("features.{index}"), format!("stages.{s}.{u}.norm")));
+                    index += 1;
+                }
+                index += 1; // ReLU
+            }
+            index += 1; // max-pool
+        }
+        if !self.classifier.is_empty() {
+            renames.push(("classifier.3".into(), "classifier.1".into()));
+            renames.push(("classifier.6".into(), "fc".into()));
+        }
+        renames
     }
 }
 

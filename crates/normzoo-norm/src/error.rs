@@ -29,6 +29,8 @@ pub enum NormError {
     UnknownNorm {
         /// The name as given.
         name: String,
+        /// The names it could have been, comma-separated.
+        expected: String,
     },
 }
 
@@ -54,11 +56,9 @@ impl fmt::Display for NormError {
             Self::InvalidConfig { layer, message } | Self::InvalidInput { layer, message } => {
                 write!(f, "{layer}: {message}")
             }
-            Self::UnknownNorm { name } => write!(
-                f,
-                "unknown normalizer `{name}`: expected one of none, batch, layer, layer2d, \
-                 group[:G], instance, rms"
-            ),
+            Self::UnknownNorm { name, expected } => {
+                write!(f, "unknown normalizer `{name}`: expected one of {expected}")
+            }
         }
     }
 }

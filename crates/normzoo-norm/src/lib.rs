@@ -60,6 +60,7 @@ mod layer;
 mod layer2d;
 mod mode;
 mod norm;
+mod norm_config;
 mod rms;
 mod stats;
 
@@ -72,5 +73,6 @@ pub use instance::{
 pub use layer::{LayerNorm, LayerNormConfig};
 pub use layer2d::{LayerNorm2d, LayerNorm2dConfig};
 pub use mode::StatsMode;
-pub use norm::{Identity, Norm, NormConfig};
+pub use norm::{Identity, Norm};
+pub use norm_config::NormConfig;
 pub use rms::{RmsNorm, RmsNormConfig};

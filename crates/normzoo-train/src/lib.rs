@@ -38,7 +38,9 @@ pub use adam::train_with_adam;
 pub use classifier::Classifier;
 pub use error::TrainError;
 pub use log_lines::LineRenderer;
-pub use recipe::{CIFAR_MODELS, DatasetSource, RunConfig, Schedule};
+pub use recipe::{
+    DatasetSource, EARLIER_MODEL_NAMES, RunConfig, Schedule, cifar_model, cifar_models,
+};
 pub use run::{
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,
     RunReport, device_named, evaluate, evaluate_in_training_mode, train,

@@ -12,7 +12,7 @@ use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
 use burn::tensor::Device;
-use normzoo_models::{ImageClassifier, ModelError, ResNetConfig};
+use normzoo_models::{Architecture, ImageClassifier, ModelError, ResNetConfig, image_classifiers};
 use normzoo_norm::NormConfig;
 use serde::{Deserialize, Serialize};
 
@@ -22,25 +22,51 @@ use crate::data::{Augmentation, CifarDataset, FashionMnist};
 /// The most padding `--crop-padding` takes: a quarter of the 32-pixel input on every side.
 const MAX_CROP_PADDING: usize = 8;
 
-/// The models `--model` names, as trained on 32×32 images, and what each builds.
-pub const CIFAR_MODELS: [(&str, &str); 4] = [
-    (
-        "resnet18",
-        "ResNet18 with the CIFAR stem (3×3 convolution, no max-pool); batch norm",
-    ),
-    (
-        "vgg16",
-        "VGG16 with a CIFAR head (512 → 10); no normalization",
-    ),
-    (
-        "vgg16-bn",
-        "VGG16 with a CIFAR head, batch norm after every convolution",
-    ),
-    (
-        "convnext",
-        "a small ConvNeXt for 32×32 inputs (2×2 stem); channels-first layer norm",
-    ),
+/// The height and width of the models' input: CIFAR-10's images (Fashion-MNIST's 28×28 are
+/// padded to it).
+const INPUT_SIZE: usize = 32;
+
+/// `--model`'s names from before the registry, each with the model it meant, kept so that
+/// earlier commands and saved runs work. In the registry `resnet18`, `vgg16` and `vgg16-bn`
+/// are the 224×224 ImageNet models.
+pub const EARLIER_MODEL_NAMES: [(&str, &str); 4] = [
+    ("resnet18", "resnet18-cifar"),
+    ("vgg16", "vgg16-cifar"),
+    ("vgg16-bn", "vgg16-bn-cifar"),
+    ("convnext", "convnext-cifar"),
 ];
+
+/// The models a run trains: the registry's image classifiers for 32×32 images.
+pub fn cifar_models() -> impl Iterator<Item = &'static Architecture> {
+    image_classifiers()
+        .filter(|(_, classifier)| classifier.image_size == INPUT_SIZE)
+        .map(|(architecture, _)| architecture)
+}
+
+/// The model `name` means in a run: one of [`cifar_models`] by its name or an alias, or an
+/// earlier name ([`EARLIER_MODEL_NAMES`]).
+///
+/// # Errors
+///
+/// [`ModelError::UnknownModel`] listing the models a run trains.
+pub fn cifar_model(name: &str) -> Result<&'static Architecture, ModelError> {
+    let meant = EARLIER_MODEL_NAMES
+        .iter()
+        .find(|(earlier, _)| earlier.eq_ignore_ascii_case(name.trim()))
+        .map_or(name, |(_, now)| now);
+    cifar_models()
+        .find(|architecture| architecture.is_called(meant))
+        .ok_or_else(|| ModelError::UnknownModel {
+            name: name.into(),
+            expected: cifar_models()
+                .map(|architecture| architecture.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The ResNet whose base width `--width` sets.
+const WIDTH_MODEL: &str = "resnet18-cifar";
 
 /// The learning-rate schedule, stepped after every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +124,8 @@ impl DatasetSource {
 /// Every setting of a training run; saved as `config.json` beside the checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// One of [`CIFAR_MODELS`].
+    /// The model, as [`cifar_model`] reads it: a 32×32 classifier of the registry, or an
+    /// earlier name for one.
     pub model: String,
     /// The normalizer in place of the model's own; `None` keeps the model's.
     pub norm: Option<NormConfig>,
@@ -148,7 +175,7 @@ impl Default for RunConfig {
     /// 0.9, batch 128, peak learning rate 0.1 on a one-cycle schedule, weight decay 5e-4.
     fn default() -> Self {
         Self {
-            model: "resnet18".into(),
+            model: WIDTH_MODEL.into(),
             norm: None,
             dataset: DatasetSource::Cifar10 { dir: None },
             epochs: 30,
@@ -179,12 +206,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let invalid =
             |setting, message: String| Err(TrainError::InvalidConfig { setting, message });
-        if !CIFAR_MODELS.iter().any(|(name, _)| *name == self.model) {
-            return Err(ModelError::UnknownModel {
-                name: self.model.clone(),
-            }
-            .into());
-        }
+        let model = cifar_model(&self.model)?;
         if self.epochs == 0 {
             return invalid("--epochs", "expected at least 1, got 0".into());
         }
@@ -210,10 +232,10 @@ impl RunConfig {
             );
         }
         if let Some(width) = self.width {
-            if self.model != "resnet18" {
+            if model.name != WIDTH_MODEL {
                 return invalid(
                     "--width",
-                    format!("applies to resnet18 only, got --model {}", self.model),
+                    format!("applies to {WIDTH_MODEL} only, got --model {}", self.model),
                 );
             }
             if width == 0 {
@@ -246,20 +268,11 @@ impl RunConfig {
     ///
     /// An unknown name, or a normalizer the architecture cannot take.
     pub fn build_model(&self, device: &Device) -> Result<ImageClassifier, ModelError> {
-        let (name, default_norm) = match self.model.as_str() {
-            "resnet18" => ("resnet18-cifar", None),
-            "vgg16" => ("vgg16-cifar", Some(NormConfig::None)),
-            "vgg16-bn" => ("vgg16-cifar", None),
-            "convnext" => ("convnext-cifar", None),
-            other => {
-                return Err(ModelError::UnknownModel { name: other.into() });
-            }
-        };
-        let norm = self.norm.clone().or(default_norm);
+        let model = cifar_model(&self.model)?;
         match self.width {
-            Some(width) if name == "resnet18-cifar" => {
+            Some(width) if model.name == WIDTH_MODEL => {
                 let config = ResNetConfig::resnet18_cifar(10).with_width(width);
-                let config = match norm {
+                let config = match self.norm.clone() {
                     Some(norm) => config.with_norm(norm),
                     None => config,
                 };
@@ -267,9 +280,9 @@ impl RunConfig {
             }
             Some(_) => Err(ModelError::InvalidConfig {
                 model: "ImageClassifier",
-                message: format!("a width applies to resnet18 only, got {}", self.model),
+                message: format!("a width applies to {WIDTH_MODEL} only, got {}", self.model),
             }),
-            None => ImageClassifier::from_name(name, 10, norm, device),
+            None => ImageClassifier::from_name(model.name, 10, self.norm.clone(), device),
         }
     }
 
@@ -338,6 +351,29 @@ mod tests {
     use normzoo_models::num_trainable_params;
 
     use super::*;
+
+    #[test]
+    fn a_run_trains_the_registrys_32x32_classifiers_by_their_names_or_earlier_ones() {
+        let names: Vec<_> = cifar_models().map(|model| model.name).collect();
+        assert_eq!(
+            names,
+            [
+                "resnet18-cifar",
+                "vgg16-cifar",
+                "vgg16-bn-cifar",
+                "convnext-cifar"
+            ]
+        );
+        for (earlier, now) in EARLIER_MODEL_NAMES {
+            assert_eq!(cifar_model(earlier).unwrap().name, now);
+            assert_eq!(cifar_model(now).unwrap().name, now);
+        }
+        assert_eq!(
+            cifar_model("convnext-tiny").unwrap_err().to_string(),
+            "unknown model `convnext-tiny`: expected one of resnet18-cifar, vgg16-cifar, \
+             vgg16-bn-cifar, convnext-cifar"
+        );
+    }
 
     #[test]
     fn the_augmentation_flags_replace_only_what_they_name() {

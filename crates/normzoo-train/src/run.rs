@@ -40,7 +40,7 @@ use crate::data::{
 use crate::error::io_error;
 use crate::log_lines::LineRenderer;
 use crate::metrics::{CsvMetricLogger, ImagesPerSecondMetric, read_metrics_csv};
-use crate::recipe::{DatasetSource, RunConfig};
+use crate::recipe::{DatasetSource, RunConfig, cifar_model};
 
 /// The run's settings, beside its checkpoints.
 pub const CONFIG_FILE: &str = "config.json";
@@ -415,8 +415,15 @@ fn check_same_run(saved: &RunConfig, given: &RunConfig) -> Result<(), TrainError
         None => "the model's own".into(),
     };
     let debug = |value: &dyn std::fmt::Debug| format!("{value:?}");
+    // The registry's name, so that an earlier name for the same model is no mismatch.
+    let model_name =
+        |name: &str| cifar_model(name).map_or(name.to_string(), |model| model.name.into());
     let checks = [
-        mismatch("--model", saved.model.clone(), given.model.clone()),
+        mismatch(
+            "--model",
+            model_name(&saved.model),
+            model_name(&given.model),
+        ),
         mismatch("--norm", show_norm(&saved.norm), show_norm(&given.norm)),
         mismatch("--dataset", debug(&saved.dataset), debug(&given.dataset)),
         mismatch(

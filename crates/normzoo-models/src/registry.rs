@@ -1,0 +1,384 @@
+//! The registry: every model of the zoo under one name, what it is, how the image classifiers
+//! among them are built by name, and torchvision's ImageNet weights for those that have them.
+//! The lists a reader or a command line sees (the architectures, the names
+//! [`ImageClassifier::from_name`] accepts, the 32×32 models a CIFAR run trains, the models with
+//! ImageNet weights) all come from [`ARCHITECTURES`].
+
+use burn::tensor::Device;
+use normzoo_norm::NormConfig;
+
+use crate::{
+    CONVNEXT_TINY_IMAGENET, ConvNextConfig, ImageClassifier, ModelError, RESNET18_IMAGENET,
+    ResNetConfig, VGG16_BN_IMAGENET, VGG16_IMAGENET, VggConfig,
+};
+
+/// One model of the zoo.
+#[derive(Debug, Clone, Copy)]
+pub struct Architecture {
+    /// Its name, unique among the names and aliases of [`ARCHITECTURES`].
+    pub name: &'static str,
+    /// Other names [`ImageClassifier::from_name`] accepts for it.
+    pub aliases: &'static [&'static str],
+    /// What it is, in a line.
+    pub description: &'static str,
+    /// How it is built by name, for the image classifiers; `None` for the models that take
+    /// inputs of their own (tokens, sequences, images to segment or translate), built from
+    /// their configs.
+    pub classifier: Option<Classifier>,
+}
+
+/// An image classifier of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Classifier {
+    /// The height and width of the images it is built for: 224 (ImageNet) or 32 (CIFAR).
+    pub image_size: usize,
+    /// torchvision's ImageNet weights for it, if there are any.
+    pub imagenet: Option<ImagenetWeights>,
+    /// Builds it for `num_classes` classes, with `norm` in place of its own normalizer.
+    build: fn(usize, Option<NormConfig>, &Device) -> Result<ImageClassifier, ModelError>,
+}
+
+/// torchvision's ImageNet checkpoint of a model, and the evaluation transform it was scored
+/// with (`weights.transforms()`): the shorter side resized to `resize`, the centre
+/// `crop`×`crop` square, ImageNet's mean and standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImagenetWeights {
+    /// The checkpoint's address.
+    pub url: &'static str,
+    /// The shorter side's length after resizing, in pixels.
+    pub resize: u32,
+    /// The centre crop's side, in pixels.
+    pub crop: u32,
+}
+
+impl Architecture {
+    /// Whether `name` is this model's name or one of its aliases (case-insensitive).
+    pub fn is_called(&self, name: &str) -> bool {
+        let name = name.trim();
+        self.name.eq_ignore_ascii_case(name)
+            || self
+                .aliases
+                .iter()
+                .any(|alias| alias.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The model called `name` (or one of its aliases), if the registry has it.
+pub fn find_architecture(name: &str) -> Option<&'static Architecture> {
+    ARCHITECTURES
+        .iter()
+        .find(|architecture| architecture.is_called(name))
+}
+
+/// The image classifiers of the registry.
+pub fn image_classifiers() -> impl Iterator<Item = (&'static Architecture, &'static Classifier)> {
+    ARCHITECTURES.iter().filter_map(|architecture| {
+        architecture
+            .classifier
+            .as_ref()
+            .map(|classifier| (architecture, classifier))
+    })
+}
+
+impl ImageClassifier {
+    /// The names [`from_name`](Self::from_name) accepts, without aliases.
+    pub fn names() -> Vec<&'static str> {
+        image_classifiers()
+            .map(|(architecture, _)| architecture.name)
+            .collect()
+    }
+
+    /// Builds the classifier called `name` (a name or alias of [`ARCHITECTURES`]) with
+    /// `num_classes` outputs, with its paper's normalizer or `norm` in its place.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::UnknownModel`] for a name that is not an image classifier of the
+    /// registry, and the architecture's own errors (e.g. a normalizer that does not apply).
+    pub fn from_name(
+        name: &str,
+        num_classes: usize,
+        norm: Option<NormConfig>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let classifier = find_architecture(name)
+            .and_then(|architecture| architecture.classifier)
+            .ok_or_else(|| ModelError::UnknownModel {
+                name: name.into(),
+                expected: Self::names().join(", "),
+            })?;
+        (classifier.build)(num_classes, norm, device)
+    }
+}
+
+/// `config` with `norm` in place of its normalizer, if one is given.
+fn swapped<C>(config: C, norm: Option<NormConfig>, with_norm: fn(C, NormConfig) -> C) -> C {
+    match norm {
+        Some(norm) => with_norm(config, norm),
+        None => config,
+    }
+}
+
+/// The evaluation transform of torchvision's ResNet and VGG weights.
+const RESIZE_256_CROP_224: (u32, u32) = (256, 224);
+
+/// Every model of the zoo.
+pub const ARCHITECTURES: [Architecture; 14] = [
+    Architecture {
+        name: "mlp",
+        aliases: &[],
+        description: "multi-layer perceptron (MlpConfig), batch norm by default",
+        classifier: None,
+    },
+    Architecture {
+        name: "resnet18",
+        aliases: &[],
+        description: "ResNet18, torchvision's layout, 224×224, batch norm",
+        classifier: Some(Classifier {
+            image_size: 224,
+            imagenet: Some(ImagenetWeights {
+                url: RESNET18_IMAGENET,
+                resize: RESIZE_256_CROP_224.0,
+                crop: RESIZE_256_CROP_224.1,
+            }),
+            build: |classes, norm, device| {
+                let config = swapped(
+                    ResNetConfig::resnet18(classes),
+                    norm,
+                    ResNetConfig::with_norm,
+                );
+                Ok(ImageClassifier::ResNet(config.init(device)?))
+            },
+        }),
+    },
+    Architecture {
+        name: "resnet18-cifar",
+        aliases: &[],
+        description: "ResNet18 with the CIFAR stem (3×3 convolution, no max-pool), 32×32, \
+                      batch norm",
+        classifier: Some(Classifier {
+            image_size: 32,
+            imagenet: None,
+            build: |classes, norm, device| {
+                let config = swapped(
+                    ResNetConfig::resnet18_cifar(classes),
+                    norm,
+                    ResNetConfig::with_norm,
+                );
+                Ok(ImageClassifier::ResNet(config.init(device)?))
+            },
+        }),
+    },
+    Architecture {
+        name: "vgg16",
+        aliases: &[],
+        description: "VGG16, torchvision's layout, 224×224, no normalization",
+        classifier: Some(Classifier {
+            image_size: 224,
+            imagenet: Some(ImagenetWeights {
+                url: VGG16_IMAGENET,
+                resize: RESIZE_256_CROP_224.0,
+                crop: RESIZE_256_CROP_224.1,
+            }),
+            build: |classes, norm, device| {
+                let config = swapped(VggConfig::vgg16(classes), norm, VggConfig::with_norm);
+                Ok(ImageClassifier::Vgg(config.init(device)?))
+            },
+        }),
+    },
+    Architecture {
+        name: "vgg16-bn",
+        aliases: &[],
+        description: "VGG16-BN, torchvision's layout, 224×224, batch norm after every \
+                      convolution",
+        classifier: Some(Classifier {
+            image_size: 224,
+            imagenet: Some(ImagenetWeights {
+                url: VGG16_BN_IMAGENET,
+                resize: RESIZE_256_CROP_224.0,
+                crop: RESIZE_256_CROP_224.1,
+            }),
+            build: |classes, norm, device| {
+                let config = swapped(VggConfig::vgg16_bn(classes), norm, VggConfig::with_norm);
+                Ok(ImageClassifier::Vgg(config.init(device)?))
+            },
+        }),
+    },
+    // Until the registry this name built the batch-norm model, now vgg16-bn-cifar: the CIFAR
+    // names now mirror torchvision's `vgg16` and `vgg16_bn`.
+    Architecture {
+        name: "vgg16-cifar",
+        aliases: &[],
+        description: "VGG16 with a CIFAR head (512 → classes), 32×32, no normalization",
+        classifier: Some(Classifier {
+            image_size: 32,
+            imagenet: None,
+            build: |classes, norm, device| {
+                let config = VggConfig::vgg16_cifar(norm.unwrap_or(NormConfig::None), classes);
+                Ok(ImageClassifier::Vgg(config.init(device)?))
+            },
+        }),
+    },
+    Architecture {
+        name: "vgg16-bn-cifar",
+        aliases: &[],
+        description: "VGG16 with a CIFAR head, 32×32, batch norm after every convolution",
+        classifier: Some(Classifier {
+            image_size: 32,
+            imagenet: None,
+            build: |classes, norm, device| {
+                let norm = norm.unwrap_or_else(NormConfig::batch);
+                Ok(ImageClassifier::Vgg(
+                    VggConfig::vgg16_cifar(norm, classes).init(device)?,
+                ))
+            },
+        }),
+    },
+    Architecture {
+        name: "convnext-tiny",
+        aliases: &[],
+        description: "ConvNeXt-T, torchvision's layout, 224×224, channels-first layer norm",
+        classifier: Some(Classifier {
+            image_size: 224,
+            imagenet: Some(ImagenetWeights {
+                url: CONVNEXT_TINY_IMAGENET,
+                resize: 236,
+                crop: 224,
+            }),
+            build: |classes, norm, device| {
+                let config = swapped(
+                    ConvNextConfig::tiny(classes),
+                    norm,
+                    ConvNextConfig::with_norm,
+                );
+                Ok(ImageClassifier::ConvNext(config.init(device)?))
+            },
+        }),
+    },
+    Architecture {
+        name: "convnext-cifar",
+        aliases: &[],
+        description: "a small ConvNeXt for 32×32 (2×2 stem), channels-first layer norm",
+        classifier: Some(Classifier {
+            image_size: 32,
+            imagenet: None,
+            build: |classes, norm, device| {
+                let config = swapped(
+                    ConvNextConfig::cifar(classes),
+                    norm,
+                    ConvNextConfig::with_norm,
+                );
+                Ok(ImageClassifier::ConvNext(config.init(device)?))
+            },
+        }),
+    },
+    Architecture {
+        name: "transformer",
+        aliases: &[],
+        description: "Transformer encoder classifier and causal LM (TransformerConfig), layer \
+                      norm by default",
+        classifier: None,
+    },
+    Architecture {
+        name: "lstm",
+        aliases: &[],
+        description: "plain LSTM (LstmConfig)",
+        classifier: None,
+    },
+    Architecture {
+        name: "ln-lstm",
+        aliases: &[],
+        description: "layer-normalized LSTM (LstmConfig::layer_normalized)",
+        classifier: None,
+    },
+    Architecture {
+        name: "unet",
+        aliases: &[],
+        description: "U-Net segmentation (UNetConfig), group norm by default",
+        classifier: None,
+    },
+    Architecture {
+        name: "cyclegan",
+        aliases: &[],
+        description: "CycleGAN ResNet generator (ResnetGeneratorConfig), instance norm by \
+                      default",
+        classifier: None,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Tensor;
+
+    use super::*;
+    use crate::common::cpu;
+
+    #[test]
+    fn every_name_and_alias_is_unique() {
+        let mut names: Vec<String> = ARCHITECTURES
+            .iter()
+            .flat_map(|architecture| {
+                std::iter::once(architecture.name).chain(architecture.aliases.iter().copied())
+            })
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+
+    #[test]
+    fn every_classifier_builds_for_its_image_size() {
+        let device = cpu();
+        // Narrow enough to build quickly: only the 32×32 ones run a forward pass.
+        for (architecture, classifier) in image_classifiers() {
+            if classifier.image_size != 32 {
+                continue;
+            }
+            let model = ImageClassifier::from_name(architecture.name, 10, None, &device).unwrap();
+            let images = Tensor::<4>::zeros([1, 3, 32, 32], &device);
+            assert_eq!(
+                model.forward(images).dims(),
+                [1, 10],
+                "{}",
+                architecture.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_vgg_names_say_whether_there_is_a_normalizer() {
+        let device = cpu();
+        let has_norm = |name| {
+            let ImageClassifier::Vgg(vgg) =
+                ImageClassifier::from_name(name, 10, None, &device).unwrap()
+            else {
+                panic!("{name} built something else")
+            };
+            !matches!(vgg.stages[0][0].norm, normzoo_norm::Norm::Identity(_))
+        };
+        assert!(!has_norm("vgg16-cifar"));
+        assert!(has_norm("vgg16-bn-cifar"));
+    }
+
+    #[test]
+    fn a_swapped_normalizer_and_unknown_names() {
+        let device = cpu();
+        let swapped =
+            ImageClassifier::from_name("ConvNeXt-CIFAR", 10, Some(NormConfig::group(8)), &device)
+                .unwrap();
+        let ImageClassifier::ConvNext(convnext) = &swapped else {
+            panic!("convnext-cifar built something else")
+        };
+        assert!(matches!(convnext.stem_norm, normzoo_norm::Norm::Group(_)));
+        assert_eq!(
+            ImageClassifier::from_name("resnet50", 10, None, &device)
+                .unwrap_err()
+                .to_string(),
+            "unknown model `resnet50`: expected one of resnet18, resnet18-cifar, vgg16, vgg16-bn, \
+             vgg16-cifar, vgg16-bn-cifar, convnext-tiny, convnext-cifar"
+        );
+        assert!(ImageClassifier::from_name("unet", 10, None, &device).is_err());
+    }
+}
