@@ -101,7 +101,7 @@ fn cases(device: &Device) -> Vec<Case> {
 
 fn bench_norms(c: &mut Criterion) {
     let name = std::env::var("NORMZOO_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
-    let device = normzoo::norm::backend::device(&name)
+    let device = normzoo::backend::device(&name)
         .unwrap_or_else(|err| panic!("NORMZOO_BENCH_DEVICE: {err}"))
         .autodiff();
     let calls_per_sync = match std::env::var("NORMZOO_BENCH_CALLS_PER_SYNC") {

@@ -20,9 +20,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use clap::Parser;
+use normzoo::backend::device;
 use normzoo::models::ResNetConfig;
 use normzoo::norm::NormConfig;
-use normzoo::norm::backend::device;
 
 // Large tensors make the system allocator return every buffer to the OS and fault it back
 // in on the next op; `--features mimalloc` measures with a caching allocator instead.

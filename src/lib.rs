@@ -17,7 +17,8 @@
 //!   batch size, gradient flow, train/eval mismatch) with figures and a report.
 //!
 //! The backend is chosen at run time through burn's `Device`; the cargo features `flex`
-//! (default), `ndarray` and `wgpu` decide which backends are compiled in.
+//! (default), `ndarray` and `wgpu` decide which backends are compiled in, and [`backend`]
+//! gives a compiled backend's device by name (`"flex"`, `"wgpu"`, …).
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -35,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub use normzoo_kernels::backend;
 pub use normzoo_lab as lab;
 pub use normzoo_models as models;
 pub use normzoo_norm as norm;

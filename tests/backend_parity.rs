@@ -11,11 +11,11 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
+use normzoo::backend::device;
 use normzoo::models::{
     ConvNextConfig, LstmConfig, MlpConfig, NormPosition, PatchDiscriminatorConfig, ResNetConfig,
     ResnetGeneratorConfig, TransformerBlockConfig, TransformerConfig, UNetConfig, VggConfig,
 };
-use normzoo::norm::backend::device;
 use normzoo::norm::{GroupNormConfig, InstanceNormConfig, Norm, NormConfig};
 use normzoo::train::translation::{Critics, CycleGan, CycleGanTraining};
 

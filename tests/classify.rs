@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::{Data, assert_clear_error, example, fixture_cases, fixture_path, run, text};
+use normzoo::backend::test_devices;
 use normzoo::models::{ResNet, ResNetConfig, TorchvisionWeights};
-use normzoo::norm::backend::test_devices;
 use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
 use serde::Deserialize;
 

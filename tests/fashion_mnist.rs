@@ -3,8 +3,8 @@
 //! above what a model that learned nothing can.
 
 use burn::data::dataloader::DataLoaderBuilder;
+use normzoo::backend::device;
 use normzoo::models::{ImageClassifier, ResNetConfig};
-use normzoo::norm::backend::device;
 use normzoo::train::data::{FashionMnist, ImageBatcher, ImageDataset, Split};
 use normzoo::train::{Classifier, evaluate, train_with_adam};
 

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use normzoo::backend::test_devices;
 use normzoo::lab::{Experiment, Lab, LabData, REPORT_FILE, Section, Size, write_report};
-use normzoo::norm::backend::test_devices;
 
 /// The lab's default images: Fashion-MNIST where it is installed (as in CI), read once.
 fn data() -> LabData {

@@ -12,8 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{Data, fixture_cases};
+use normzoo::backend::test_devices;
 use normzoo::models::{LstmConfig, NormPosition, ResNetConfig, TransformerBlockConfig};
-use normzoo::norm::backend::test_devices;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -15,12 +15,12 @@ use burn::module::Module;
 use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{Data, fixture_cases, fixture_path};
+use normzoo::backend::test_devices;
 use normzoo::models::{
     CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights, Vgg,
     VggConfig,
 };
 use normzoo::norm::NormConfig;
-use normzoo::norm::backend::test_devices;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
-use normzoo::norm::backend::test_devices;
+use normzoo::backend::test_devices;
 use normzoo::norm::{
     BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNorm2dConfig, LayerNormConfig, Norm,
     RmsNormConfig, StatsMode,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use normzoo::norm::backend::COMPILED_BACKENDS;
+use normzoo::backend::COMPILED_BACKENDS;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 

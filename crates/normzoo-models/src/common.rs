@@ -58,7 +58,7 @@ pub(crate) fn conv_normal_002(
 /// of structure (parameter counts, shapes, refusals) that no backend changes.
 #[cfg(test)]
 pub(crate) fn cpu() -> burn::tensor::Device {
-    normzoo_norm::backend::test_devices().remove(0).1
+    normzoo_kernels::backend::test_devices().remove(0).1
 }
 
 /// Test helper: `steps` plain SGD steps at `lr` on `loss`; the trained model and the loss

@@ -9,9 +9,9 @@ use burn::tensor::{Device, Distribution, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::common::{normal_002, zeroed};
-use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 use crate::{ModelError, TorchvisionWeights};
+use normzoo_kernels::conv2d;
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
 #[derive(Config, Debug)]
@@ -343,7 +343,7 @@ impl TorchvisionWeights for ConvNext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use normzoo_norm::backend::cpu_test_devices;
+    use normzoo_kernels::backend::cpu_test_devices;
 
     use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;

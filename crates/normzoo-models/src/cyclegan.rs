@@ -12,8 +12,8 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::{conv_bias_before, conv_normal_002 as conv, normal_002, zeroed};
-use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
+use normzoo_kernels::conv2d;
 
 /// Configuration of a [`ResnetGenerator`]. The defaults are the reference's `resnet_9blocks`.
 #[derive(Config, Debug)]
@@ -201,7 +201,7 @@ impl ResnetBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use normzoo_norm::backend::cpu_test_devices;
+    use normzoo_kernels::backend::cpu_test_devices;
 
     use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;

@@ -50,7 +50,6 @@
 #![warn(missing_docs)]
 
 mod common;
-mod conv;
 mod convnext;
 mod cyclegan;
 mod download;
@@ -68,7 +67,6 @@ mod unet;
 mod vgg;
 
 pub use common::conv_bias_before;
-pub use conv::conv2d;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use download::{
@@ -79,6 +77,7 @@ pub use error::ModelError;
 pub use image_classifier::ImageClassifier;
 pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
 pub use mlp::{Mlp, MlpBlock, MlpConfig};
+pub use normzoo_kernels::conv2d;
 pub use params::num_trainable_params;
 pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
 pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};

@@ -149,7 +149,7 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use normzoo_norm::backend::{cpu_test_devices, test_devices};
+    use normzoo_kernels::backend::{cpu_test_devices, test_devices};
 
     use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;

@@ -10,8 +10,8 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::{conv_bias_before, conv_normal_002};
-use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
+use normzoo_kernels::conv2d;
 
 const MODEL: &str = "PatchDiscriminator";
 

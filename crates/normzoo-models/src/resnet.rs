@@ -11,9 +11,9 @@ use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 use crate::{ModelError, TorchvisionWeights};
+use normzoo_kernels::conv2d;
 
 /// The first layers of a [`ResNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,7 +286,7 @@ impl TorchvisionWeights for ResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use normzoo_norm::backend::cpu_test_devices;
+    use normzoo_kernels::backend::cpu_test_devices;
 
     use crate::common::{cpu, sgd_steps};
     use crate::num_trainable_params;

@@ -12,9 +12,9 @@ use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::zeroed;
-use crate::conv::conv2d;
 use crate::error::refuse_channels_last;
 use crate::{ModelError, TorchvisionWeights};
+use normzoo_kernels::conv2d;
 
 /// The classifier of a [`Vgg`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

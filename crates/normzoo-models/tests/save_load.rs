@@ -37,7 +37,7 @@ fn images(shape: [usize; 4], device: &Device) -> Tensor<4> {
 
 /// The first CPU backend's device, on autodiff.
 fn cpu() -> Device {
-    let devices = normzoo_norm::backend::compiled_cpu_devices();
+    let devices = normzoo_kernels::backend::compiled_cpu_devices();
     let (_, device) = devices.unwrap_or_else(|err| panic!("{err}")).remove(0);
     device.autodiff()
 }

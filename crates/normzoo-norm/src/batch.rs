@@ -7,8 +7,8 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
 use crate::stats::{
-    Blend, batch_normalize, fused_batch_norm, init_affine, init_running_stats,
-    normalize_with_running_stats, params_or_identity, unbiased, update_running,
+    Blend, batch_normalize, init_affine, init_running_stats, normalize_with_running_stats,
+    params_or_identity, unbiased, update_running,
 };
 
 /// Configuration of a [`BatchNorm`] layer. The defaults are PyTorch's.
@@ -249,7 +249,7 @@ impl BatchNorm {
         let channels_first: Tensor<3> =
             input.reshape([dims[0], dims[1], values_per_channel / dims[0]]);
         let (output, mean, var) =
-            fused_batch_norm(&channels_first, gamma.clone(), beta.clone(), self.eps)
+            normzoo_kernels::batch_norm(&channels_first, gamma.clone(), beta.clone(), self.eps)
                 .unwrap_or_else(|| batch_normalize(channels_first, gamma, beta, self.eps));
         if update_running_stats {
             self.update_running_stats(mean, var, values_per_channel);
@@ -296,8 +296,8 @@ impl ModuleDisplay for BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
     use burn::tensor::{TensorData, Tolerance};
+    use normzoo_kernels::backend::test_devices;
 
     #[test]
     fn config_errors_name_the_problem() {

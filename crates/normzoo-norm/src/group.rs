@@ -3,9 +3,10 @@
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::Grouping;
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{Grouping, fused_rows, init_affine, scale_shift, standardize};
+use crate::stats::{init_affine, scale_shift, standardize};
 
 /// Configuration of a [`GroupNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -131,7 +132,9 @@ impl GroupNorm {
         let rows = input.reshape([dims[0] * self.num_groups, group_size]);
         let gamma = self.gamma.as_ref().map(Param::val);
         let beta = self.beta.as_ref().map(Param::val);
-        if let Some(output) = fused_rows(&rows, gamma.clone(), beta.clone(), grouping) {
+        if let Some(output) =
+            normzoo_kernels::normalize_rows(&rows, gamma.clone(), beta.clone(), grouping)
+        {
             return Ok(output.reshape(dims));
         }
         let grouped = rows.reshape([dims[0], self.num_groups, group_size]);
@@ -158,8 +161,8 @@ impl ModuleDisplay for GroupNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
     use burn::tensor::{DType, Distribution, Tolerance};
+    use normzoo_kernels::backend::test_devices;
 
     #[test]
     fn config_errors_name_the_problem() {

@@ -3,12 +3,13 @@
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Flag, Module, ModuleDisplay, Param, RunningState};
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::Grouping;
 
 use crate::error::{NormError, check, check_input};
 use crate::mode::StatsMode;
 use crate::stats::{
-    Blend, Grouping, fused_rows, init_affine, init_running_stats, normalize_with_running_stats,
-    scale_shift, standardize, unbiased, update_running,
+    Blend, init_affine, init_running_stats, normalize_with_running_stats, scale_shift, standardize,
+    unbiased, update_running,
 };
 
 /// Configuration of an [`InstanceNorm`] layer. The defaults are PyTorch's.
@@ -227,7 +228,8 @@ impl InstanceNorm {
             eps: self.eps,
         };
         if !(training && self.running_mean.is_some())
-            && let Some(output) = fused_rows(&rows, gamma.clone(), beta.clone(), grouping)
+            && let Some(output) =
+                normzoo_kernels::normalize_rows(&rows, gamma.clone(), beta.clone(), grouping)
         {
             return Ok(output.reshape(dims));
         }
@@ -295,7 +297,7 @@ impl ModuleDisplay for InstanceNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
+    use normzoo_kernels::backend::test_devices;
 
     /// `new_1d`, `new_2d` and `new_3d` refuse the other ranks; the plain config takes any.
     #[test]

@@ -1,19 +1,16 @@
-//! Checks shared by the fused kernels' tests (flex's and the GPU's): each kernel against the
-//! same normalization composed of tensor ops, output and every gradient. The composed reference
-//! runs in f64 on flex, so that it is exact next to any f32 kernel: an f32 reference on a GPU
-//! carries rounding of its own as large as the tolerance.
+//! The fused kernels of `normzoo-kernels` (flex's and the GPU's) against the same
+//! normalization composed of tensor ops (this crate's `stats`), output and every gradient. The
+//! composed reference runs in f64 on flex, so that it is exact next to any f32 kernel: an f32
+//! reference on a GPU carries rounding of its own as large as the tolerance.
 
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 
-use crate::stats::{Grouping, Kernels, rms_normalize, scale_shift, standardize};
+use normzoo_kernels::{Grouping, Kernels};
+
+use crate::stats::{rms_normalize, scale_shift, standardize};
 
 /// The same normalization composed of tensor ops (what every other backend runs).
-pub(crate) fn composed(
-    x: Tensor<2>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    grouping: Grouping,
-) -> Tensor<2> {
+fn composed(x: Tensor<2>, gamma: Tensor<1>, beta: Tensor<1>, grouping: Grouping) -> Tensor<2> {
     let [rows, width] = x.dims();
     let normalized = if grouping.center {
         standardize(x, grouping.eps).output
@@ -34,12 +31,7 @@ pub(crate) fn composed(
 const SPREADS: [(f64, f64); 2] = [(50.0, 2.0), (1e4, 0.1)];
 
 /// A grouping with PyTorch's default `eps`.
-pub(crate) fn grouping(
-    groups: usize,
-    channels_per_group: usize,
-    spatial: usize,
-    center: bool,
-) -> Grouping {
+fn grouping(groups: usize, channels_per_group: usize, spatial: usize, center: bool) -> Grouping {
     Grouping {
         groups,
         channels_per_group,
@@ -51,7 +43,7 @@ pub(crate) fn grouping(
 
 /// Asserts each of output, d input, d γ, d β (and for BatchNorm the statistics) agrees to
 /// 2e-5, relative to `1 + |expected|`.
-pub(crate) fn assert_all_close(name: &str, expected: &[Vec<f32>], actual: &[Vec<f32>]) {
+fn assert_all_close(name: &str, expected: &[Vec<f32>], actual: &[Vec<f32>]) {
     let names = ["output", "d input", "d gamma", "d beta", "mean", "variance"];
     for (what, (expected, actual)) in names.iter().zip(expected.iter().zip(actual)) {
         let worst = expected
@@ -87,7 +79,7 @@ fn read<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 /// Output, input gradient, γ gradient and β gradient of `kernels`' rows (or, without one, of the
 /// composed ops in f64).
 fn run(
-    kernels: Option<&Kernels>,
+    kernels: Option<Kernels>,
     [x, gamma, beta, upstream]: [&Tensor<2>; 4],
     grouping: Grouping,
 ) -> [Vec<f32>; 4] {
@@ -98,7 +90,7 @@ fn run(
     let beta = prepared(beta, reference).flatten::<1>(0, 1).require_grad();
     let y = match kernels {
         Some(kernels) => kernels
-            .rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
             .expect("the kernel applies to f32 on its backend"),
         None => composed(x.clone(), gamma.clone(), beta.clone(), grouping),
     };
@@ -113,7 +105,7 @@ fn run(
 
 /// Asserts `kernels` on `device` (an autodiff device) matches the composed ops and their
 /// gradients for every normalizer's grouping.
-pub(crate) fn assert_rows_kernel_matches_composed(kernels: &Kernels, device: &Device) {
+fn assert_rows_kernel_matches_composed(kernels: Kernels, device: &Device) {
     let cases = [
         ("GroupNorm", grouping(4, 3, 5, true), 2),
         ("InstanceNorm", grouping(6, 1, 9, true), 3),
@@ -155,7 +147,7 @@ pub(crate) fn assert_rows_kernel_matches_composed(kernels: &Kernels, device: &De
 
 /// Asserts `kernels` on `device` (no autodiff) gives the composed output, also for a transposed
 /// (non-contiguous) input.
-pub(crate) fn assert_rows_kernel_output_matches_composed(kernels: &Kernels, device: &Device) {
+fn assert_rows_kernel_output_matches_composed(kernels: Kernels, device: &Device) {
     device.seed(3);
     let grouping_2x2 = grouping(2, 2, 6, true);
     let x = Tensor::<2>::random([4, 12], Distribution::Default, device);
@@ -168,7 +160,7 @@ pub(crate) fn assert_rows_kernel_output_matches_composed(kernels: &Kernels, devi
         (transposed, ones, zeros, grouping(1, 5, 1, true)),
     ] {
         let fused = kernels
-            .rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
             .expect("the kernel applies to f32 on its backend");
         fused.into_data().assert_approx_eq::<f32>(
             &composed(x, gamma, beta, grouping).into_data(),
@@ -179,7 +171,7 @@ pub(crate) fn assert_rows_kernel_output_matches_composed(kernels: &Kernels, devi
 
 /// Asserts `kernels` on `device` (an autodiff device) matches LayerNorm over the channels
 /// (composed, between two transposes) and its gradients.
-pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device: &Device) {
+fn assert_channels_kernel_matches_composed(kernels: Kernels, device: &Device) {
     // [N, C, P]: pixels in several blocks and a partial one, channels in several f32
     // partial sums and a partial one; a single pixel (ConvNeXt's pooled head); many
     // channels.
@@ -201,7 +193,7 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device:
             let beta = prepared(&beta, !fused).require_grad();
             let y = if fused {
                 kernels
-                    .channels(&x, Some(gamma.clone()), Some(beta.clone()), 1e-6)
+                    .normalize_channels(&x, Some(gamma.clone()), Some(beta.clone()), 1e-6)
                     .expect("the kernel applies to f32 on its backend")
             } else {
                 let channels_last = x.clone().swap_dims(1, 2);
@@ -229,7 +221,7 @@ pub(crate) fn assert_channels_kernel_matches_composed(kernels: &Kernels, device:
 /// Asserts `kernels` on `device` (an autodiff device) matches burn's `batch_norm_train` (output,
 /// every gradient, batch mean and biased variance), also where a channel's values are split
 /// over several GPU cubes, and where `x` alone or `γ` and `β` alone are tracked.
-pub(crate) fn assert_batch_kernel_matches_composed(kernels: &Kernels, device: &Device) {
+fn assert_batch_kernel_matches_composed(kernels: Kernels, device: &Device) {
     // [N, C, S]: a few values per channel; 9,000 per channel (three cubes' chunks on the GPU,
     // the last one partial); one value per sample (BatchNorm1d of `[N, C]`).
     let shapes = [[4, 3, 10], [3, 2, 3000], [6, 5, 1]];
@@ -297,4 +289,122 @@ fn with_spreads<T: Copy>(case: T) -> impl Iterator<Item = (T, (f64, f64))> {
 /// `tensor`, tracked by autodiff when `track` is.
 fn tracked<const D: usize>(tensor: Tensor<D>, track: bool) -> Tensor<D> {
     if track { tensor.require_grad() } else { tensor }
+}
+
+mod flex {
+    use burn::tensor::{Device, FloatDType, Tensor};
+    use normzoo_kernels::Kernels;
+
+    use super::*;
+
+    #[test]
+    fn batch_norm_matches_burns_batch_norm_and_its_gradients() {
+        assert_batch_kernel_matches_composed(Kernels::Flex, &Device::flex().autodiff());
+    }
+
+    #[test]
+    fn rows_match_the_composed_ops_and_their_gradients() {
+        assert_rows_kernel_matches_composed(Kernels::Flex, &Device::flex().autodiff());
+    }
+
+    #[test]
+    fn channels_first_matches_the_composed_ops_and_their_gradients() {
+        assert_channels_kernel_matches_composed(Kernels::Flex, &Device::flex().autodiff());
+    }
+
+    #[test]
+    fn without_autodiff_the_output_is_the_same_also_for_a_transposed_input() {
+        assert_rows_kernel_output_matches_composed(Kernels::Flex, &Device::flex());
+    }
+
+    #[test]
+    fn other_dtypes_are_given_back_to_compose() {
+        let device = Device::flex();
+        let x = Tensor::<2>::ones([2, 4], &device).cast(FloatDType::F64);
+        let fused = Kernels::Flex.normalize_rows(&x, None, None, grouping(1, 4, 1, true));
+        assert!(fused.is_none());
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use burn::tensor::{Device, Distribution, Tensor};
+    use normzoo_kernels::Kernels;
+    use normzoo_kernels::backend::device;
+
+    use super::*;
+
+    fn wgpu() -> Device {
+        device("wgpu").unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn rows_match_the_composed_ops_and_their_gradients() {
+        assert_rows_kernel_matches_composed(Kernels::Wgpu, &wgpu().autodiff());
+    }
+
+    #[test]
+    fn batch_norm_matches_burns_batch_norm_and_its_gradients() {
+        assert_batch_kernel_matches_composed(Kernels::Wgpu, &wgpu().autodiff());
+    }
+
+    #[test]
+    fn channels_first_matches_the_composed_ops_and_their_gradients() {
+        assert_channels_kernel_matches_composed(Kernels::Wgpu, &wgpu().autodiff());
+    }
+
+    #[test]
+    fn without_autodiff_the_output_is_the_same_also_for_a_transposed_input() {
+        assert_rows_kernel_output_matches_composed(Kernels::Wgpu, &wgpu());
+    }
+
+    #[test]
+    fn rows_beyond_one_grid_dimension_wrap_onto_the_next() {
+        // wgpu launches at most 65,535 cubes per grid dimension, one per row here.
+        const MAX_CUBES_PER_DIM: usize = 65_535;
+        let device = wgpu();
+        device.seed(5);
+        let rows = MAX_CUBES_PER_DIM + 3;
+        let grouping = grouping(1, 2, 1, true);
+        let x = Tensor::<2>::random([rows, 2], Distribution::Default, &device);
+        let (gamma, beta) = (Tensor::ones([2], &device), Tensor::zeros([2], &device));
+        let fused = Kernels::Wgpu
+            .normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+            .expect("applies to f32 on wgpu");
+        fused.into_data().assert_approx_eq::<f32>(
+            &composed(x, gamma, beta, grouping).into_data(),
+            Default::default(),
+        );
+    }
+
+    #[test]
+    fn with_gamma_and_beta_untracked_only_the_input_gradient_is_computed() {
+        let device = wgpu().autodiff();
+        device.seed(7);
+        let grouping = grouping(2, 3, 4, true);
+        let x = Tensor::<2>::random([4, 12], Distribution::Default, &device);
+        let gamma = Tensor::<1>::random([6], Distribution::Default, &device);
+        let beta = Tensor::<1>::random([6], Distribution::Default, &device);
+        let input_grad = |fused: bool| {
+            let x = x.clone().require_grad();
+            let y = if fused {
+                Kernels::Wgpu
+                    .normalize_rows(&x, Some(gamma.clone()), Some(beta.clone()), grouping)
+                    .expect("applies to f32 on wgpu")
+            } else {
+                composed(x.clone(), gamma.clone(), beta.clone(), grouping)
+            };
+            let grads = y.powi_scalar(2).sum().backward();
+            assert!(gamma.grad(&grads).is_none() && beta.grad(&grads).is_none());
+            x.grad(&grads).expect("x is tracked").into_data()
+        };
+        input_grad(true).assert_approx_eq::<f32>(&input_grad(false), Default::default());
+    }
+
+    #[test]
+    fn other_backends_are_given_back_to_compose() {
+        let x = Tensor::<2>::ones([2, 4], &Device::flex());
+        let fused = Kernels::Wgpu.normalize_rows(&x, None, None, grouping(1, 4, 1, true));
+        assert!(fused.is_none());
+    }
 }

@@ -3,9 +3,10 @@
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::Grouping;
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{Grouping, fused_rows, init_affine, layer_normalize};
+use crate::stats::{init_affine, layer_normalize};
 
 /// Configuration of a [`LayerNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -127,7 +128,7 @@ impl LayerNorm {
             eps: self.eps,
         };
         let input = input.reshape([rows, width]);
-        let output = fused_rows(&input, gamma.clone(), beta.clone(), grouping)
+        let output = normzoo_kernels::normalize_rows(&input, gamma.clone(), beta.clone(), grouping)
             .unwrap_or_else(|| layer_normalize(input, gamma, beta, self.eps));
         Ok(output.reshape(dims))
     }
@@ -151,8 +152,8 @@ impl ModuleDisplay for LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
     use burn::tensor::{Distribution, TensorData, Tolerance};
+    use normzoo_kernels::backend::test_devices;
 
     #[test]
     fn config_errors_name_the_problem() {

@@ -5,7 +5,7 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{fused_channels, init_affine, layer_normalize};
+use crate::stats::{init_affine, layer_normalize};
 
 /// Configuration of a [`LayerNorm2d`] layer. The defaults are timm's and ConvNeXt's.
 #[derive(Config, Debug, PartialEq)]
@@ -125,8 +125,12 @@ impl LayerNorm2d {
         let beta = self.beta.as_ref().map(Param::val);
         // On flex in f32, one kernel reads the channels where they lie (see `fused`).
         let channels_first = input.clone().reshape([n, c, pixels]);
-        if let Some(output) = fused_channels(&channels_first, gamma.clone(), beta.clone(), self.eps)
-        {
+        if let Some(output) = normzoo_kernels::normalize_channels(
+            &channels_first,
+            gamma.clone(),
+            beta.clone(),
+            self.eps,
+        ) {
             return Ok(output.reshape(dims));
         }
         let normalize = |x: Tensor<3>| layer_normalize(x, gamma.clone(), beta.clone(), self.eps);
@@ -158,8 +162,8 @@ impl ModuleDisplay for LayerNorm2d {
 mod tests {
     use super::*;
     use crate::LayerNormConfig;
-    use crate::backend::test_devices;
     use burn::tensor::{Distribution, Tolerance};
+    use normzoo_kernels::backend::test_devices;
 
     /// The channels-first layer equals `LayerNorm([C])` applied to the channels-last input.
     #[test]

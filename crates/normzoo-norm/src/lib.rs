@@ -43,14 +43,9 @@
 
 #![warn(missing_docs)]
 
-pub mod backend;
 mod batch;
 mod display;
 mod error;
-#[cfg(feature = "flex")]
-mod fused;
-#[cfg(feature = "wgpu")]
-mod gpu;
 mod group;
 mod instance;
 // The kernels' references are computed on flex, in f64.

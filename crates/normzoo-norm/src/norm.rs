@@ -155,9 +155,9 @@ impl ModuleDisplay for Norm {
 mod tests {
     use super::*;
     use crate::NormConfig;
-    use crate::backend::test_devices;
     use burn::tensor::Device;
     use burn::tensor::Distribution;
+    use normzoo_kernels::backend::test_devices;
 
     #[test]
     fn every_kind_builds_and_normalizes_its_layout() {

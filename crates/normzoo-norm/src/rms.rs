@@ -3,9 +3,10 @@
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::tensor::{DType, Device, Tensor};
+use normzoo_kernels::Grouping;
 
 use crate::error::{NormError, check, check_input};
-use crate::stats::{Grouping, fused_rows, init_affine, rms_normalize, scale_shift};
+use crate::stats::{init_affine, rms_normalize, scale_shift};
 
 /// Configuration of an [`RmsNorm`] layer. The defaults are PyTorch's.
 #[derive(Config, Debug, PartialEq)]
@@ -121,7 +122,7 @@ impl RmsNorm {
             eps,
         };
         let input = input.reshape([rows, width]);
-        let scaled = fused_rows(&input, gamma.clone(), None, grouping)
+        let scaled = normzoo_kernels::normalize_rows(&input, gamma.clone(), None, grouping)
             .unwrap_or_else(|| scale_shift(rms_normalize(input, eps), gamma, None, 1));
         Ok(scaled.reshape(dims))
     }

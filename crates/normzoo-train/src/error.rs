@@ -3,8 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use normzoo_kernels::backend::DeviceError;
 use normzoo_models::ModelError;
-use normzoo_norm::backend::DeviceError;
 
 use crate::data::DataError;
 

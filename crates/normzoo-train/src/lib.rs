@@ -49,5 +49,5 @@ pub use run::{
 /// The first CPU backend's device, for tests that no backend changes.
 #[cfg(test)]
 pub(crate) fn cpu() -> burn::tensor::Device {
-    normzoo_norm::backend::cpu_test_devices().remove(0).1
+    normzoo_kernels::backend::cpu_test_devices().remove(0).1
 }

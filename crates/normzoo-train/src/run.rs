@@ -148,7 +148,7 @@ impl RunConfig {
 /// [`TrainError::Device`]: a backend not compiled in (listing those that are), or `wgpu` with
 /// no graphics adapter (naming the driver to install and the CPU alternative).
 pub fn device_named(name: &str) -> Result<Device, TrainError> {
-    Ok(normzoo_norm::backend::device(name)?)
+    Ok(normzoo_kernels::backend::device(name)?)
 }
 
 /// Trains `config` as `options` say: builds the data and the model, resumes from a checkpoint

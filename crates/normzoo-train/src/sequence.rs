@@ -249,8 +249,8 @@ impl SequenceTraining {
 
 #[cfg(test)]
 mod tests {
+    use normzoo_kernels::backend::cpu_test_devices;
     use normzoo_models::{TransformerBlockConfig, TransformerConfig};
-    use normzoo_norm::backend::cpu_test_devices;
 
     use super::*;
 

@@ -292,9 +292,9 @@ pub fn save_segmentations(
 
 #[cfg(test)]
 mod tests {
+    use normzoo_kernels::backend::cpu_test_devices;
     use normzoo_models::UNetConfig;
     use normzoo_norm::NormConfig;
-    use normzoo_norm::backend::cpu_test_devices;
 
     use super::*;
 

@@ -255,8 +255,8 @@ pub fn save_translations(
 
 #[cfg(test)]
 mod tests {
+    use normzoo_kernels::backend::cpu_test_devices;
     use normzoo_models::{PatchDiscriminatorConfig, ResnetGeneratorConfig};
-    use normzoo_norm::backend::cpu_test_devices;
 
     use super::*;
 

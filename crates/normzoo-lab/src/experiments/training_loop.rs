@@ -280,7 +280,7 @@ pub(crate) fn smoothed(losses: &[f64], window: usize) -> Vec<(f64, f64)> {
 mod tests {
     use super::*;
     use crate::{Size, SmallCnnConfig};
-    use normzoo_norm::backend::compiled_devices;
+    use normzoo_kernels::backend::compiled_devices;
 
     #[test]
     fn batched_accuracy_weighs_a_short_last_batch_by_its_size() {

@@ -15,7 +15,9 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{BLOCK, GradBuffer, LANES, STATISTICS, narrow, tensor_from, values};
+use super::buffers::{Disjoint, GradBuffer, filled, flex_values as values, narrow, tensor_from};
+use super::rows::STATISTICS;
+use super::simd::{BLOCK, LANES};
 
 /// Pixels per work item: the width of every per-pixel sum.
 const PIXELS: usize = 32;
@@ -121,27 +123,6 @@ impl PixelStatistics {
     }
 }
 
-/// A buffer of `T` that work items write disjoint parts of from several threads.
-struct Disjoint<T>(*mut T);
-
-// SAFETY: every caller of `run` touches only the values of its own block (see the callers), so
-// no two threads touch the same value.
-unsafe impl<T> Sync for Disjoint<T> {}
-
-impl<T> Disjoint<T> {
-    /// The `len` values from `at`.
-    ///
-    /// # Safety
-    ///
-    /// `at..at + len` lies inside the buffer, and nothing else reads or writes it while the
-    /// slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn run(&self, at: usize, len: usize) -> &mut [T] {
-        // SAFETY: the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
-
 /// The forward kernel: `x̂·γ + β`, and each position's mean (the f32 nearest it and the
 /// remainder) and `1 / sqrt(σ² + ε)` as `[μ₀, μ₁, r]` in position order.
 pub(super) fn forward(
@@ -153,40 +134,40 @@ pub(super) fn forward(
     let shape = x.shape().to_vec();
     let dims = [shape[0], shape[1], shape[2]];
     let (x, gamma, beta) = (values(x), values(gamma), values(beta));
-    let mut output: Vec<f32> = Vec::with_capacity(x.len());
-    let out = Disjoint::<MaybeUninit<f32>>(output.spare_capacity_mut().as_mut_ptr());
     let stats_len = STATISTICS * dims[0] * dims[2];
-    let mut statistics: Vec<f32> = Vec::with_capacity(stats_len);
-    let saved = Disjoint::<MaybeUninit<f32>>(statistics.spare_capacity_mut().as_mut_ptr());
-    blocks(dims).into_par_iter().for_each(|block| {
-        let stats = PixelStatistics::of(&x, dims, block, eps);
-        let width = block.width;
-        for (channel, (&gamma, &beta)) in gamma.iter().zip(beta.iter()).enumerate() {
-            let at = offset(dims, block, channel);
-            // SAFETY: this block's run of channel `channel`, inside the buffer of `x.len()`
-            // values; blocks do not overlap.
-            let out = unsafe { out.run(at, width) };
-            let per_pixel = stats.mean.iter().zip(&stats.mean_low).zip(&stats.rstd);
-            for ((out, &x), ((&mean, &low), &rstd)) in out.iter_mut().zip(&x[at..]).zip(per_pixel) {
-                out.write(((x - mean) - low) * rstd * gamma + beta);
+    let write_blocks = |out: &mut [MaybeUninit<f32>], saved: &mut [MaybeUninit<f32>]| {
+        let (out, saved) = (Disjoint::new(out), Disjoint::new(saved));
+        blocks(dims).into_par_iter().for_each(|block| {
+            let stats = PixelStatistics::of(&x, dims, block, eps);
+            let width = block.width;
+            for (channel, (&gamma, &beta)) in gamma.iter().zip(beta.iter()).enumerate() {
+                let at = offset(dims, block, channel);
+                // SAFETY: this block's run of channel `channel`; blocks do not overlap.
+                let out = unsafe { out.run(at, width) };
+                let per_pixel = stats.mean.iter().zip(&stats.mean_low).zip(&stats.rstd);
+                for ((out, &x), ((&mean, &low), &rstd)) in
+                    out.iter_mut().zip(&x[at..]).zip(per_pixel)
+                {
+                    out.write(((x - mean) - low) * rstd * gamma + beta);
+                }
             }
-        }
-        let position = block.sample * dims[2] + block.start;
-        // SAFETY: this block's positions, inside the buffer of `stats_len` values; blocks do
-        // not overlap.
-        let saved = unsafe { saved.run(STATISTICS * position, STATISTICS * width) };
-        for (pixel, saved) in saved.chunks_exact_mut(STATISTICS).enumerate() {
-            saved[0].write(stats.mean[pixel]);
-            saved[1].write(stats.mean_low[pixel]);
-            saved[2].write(stats.rstd[pixel]);
-        }
-    });
-    // SAFETY: the blocks cover every position, and each block wrote all its channels and its
-    // positions' statistics, so every value of both buffers was written above.
-    unsafe {
-        output.set_len(x.len());
-        statistics.set_len(stats_len);
-    }
+            let position = block.sample * dims[2] + block.start;
+            // SAFETY: this block's positions; blocks do not overlap.
+            let saved = unsafe { saved.run(STATISTICS * position, STATISTICS * width) };
+            for (pixel, saved) in saved.chunks_exact_mut(STATISTICS).enumerate() {
+                saved[0].write(stats.mean[pixel]);
+                saved[1].write(stats.mean_low[pixel]);
+                saved[2].write(stats.rstd[pixel]);
+            }
+        });
+    };
+    // SAFETY: the blocks cover every position, and each block writes all its channels and its
+    // positions' statistics, so every value of both buffers is written.
+    let (output, (statistics, ())) = unsafe {
+        filled(x.len(), |out| {
+            filled(stats_len, |saved| write_blocks(out, saved))
+        })
+    };
     (tensor_from(output, shape), statistics)
 }
 
@@ -204,7 +185,7 @@ pub(super) fn backward(
     let dims @ [_, channels, pixels] = [shape[0], shape[1], shape[2]];
     let (x, gamma) = (values(x), values(gamma));
     let mut buffer = GradBuffer::new(output_grad);
-    let grad = Disjoint(buffer.values_mut().as_mut_ptr());
+    let grad = Disjoint::new(buffer.values_mut());
     let zeros = || (vec![0.0f64; channels], vec![0.0f64; channels]);
     let (gamma_grad, beta_grad) = blocks(dims)
         .into_par_iter()

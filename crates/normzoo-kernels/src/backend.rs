@@ -119,26 +119,6 @@ pub fn compiled_cpu_devices() -> Result<Vec<(&'static str, Device)>, DeviceError
     Ok(devices)
 }
 
-/// The values of an f32 flex tensor in row-major order: borrowed when the tensor is
-/// contiguous, copied when it is not. For kernels that read flex tensors directly (ours, and
-/// the convolutions of `normzoo-models`).
-///
-/// # Panics
-///
-/// On a tensor whose dtype is not f32.
-#[cfg(feature = "flex")]
-pub fn flex_values(tensor: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match tensor.as_slice::<f32>() {
-        Some(values) => values.into(),
-        None => tensor
-            .to_contiguous()
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor")
-            .to_vec()
-            .into(),
-    }
-}
-
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use std::sync::OnceLock;
