@@ -20,13 +20,14 @@ use std::process::ExitCode;
 use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::Parser;
+use normzoo::backend::choose_device;
 use normzoo::models::{
     ImageClassifier, ImagenetWeights, TorchvisionWeights, checkpoint_path, find_architecture,
     image_classifiers,
 };
+use normzoo::train::TrainError;
 use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
 use normzoo::train::progress::exit_code;
-use normzoo::train::{TrainError, device_named};
 
 /// Classify images with a torchvision ImageNet checkpoint.
 #[derive(Parser, Debug)]
@@ -46,8 +47,9 @@ struct Args {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// The backend: flex (default CPU), ndarray (CPU) or wgpu (GPU), if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
@@ -72,7 +74,9 @@ fn run(args: Args) -> Result<(), TrainError> {
             )
         })?;
     let transform = EvalTransform::new(weights.resize, weights.crop)?;
-    let device = device_named(&args.device)?;
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
+    let device = chosen.device;
     let classes = imagenet_classes();
     // The images first: a typo should not wait for a download.
     let images = args

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use normzoo::backend::choose_device;
 use normzoo::models::{PatchDiscriminatorConfig, ResnetGeneratorConfig};
 use normzoo::norm::NormConfig;
-use normzoo::train::device_named;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::translation::{Critics, CycleGan, CycleGanTraining, save_translations};
 
@@ -54,13 +54,16 @@ struct Args {
     /// Where the picture of the translations goes.
     #[arg(long, default_value = "cyclegan-translations.png")]
     out: PathBuf,
-    /// The backend: flex, ndarray or wgpu, if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let device = device_named(&args.device)?.autodiff();
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
+    let device = chosen.device.autodiff();
     device.seed(args.seed);
     let generator = || {
         ResnetGeneratorConfig::new()

@@ -18,9 +18,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use normzoo::backend::choose_device;
 use normzoo::lab::{Experiment, Lab, LabData, LabError, Size, write_report};
 use normzoo::train::data::DataError;
-use normzoo::train::device_named;
 use normzoo::train::progress::exit_code;
 
 /// Run normalization experiments and write their report.
@@ -43,8 +43,9 @@ struct Args {
     /// Seed of every weight and image.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The backend: flex, ndarray or wgpu, if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
     /// The images: `auto` (Fashion-MNIST when it is installed, else generated),
     /// `fashion-mnist` or `generated`.
@@ -80,7 +81,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (_, true) => Size::Full,
         _ => Size::Default,
     };
-    let mut lab = Lab::new(&args.out, size, device_named(&args.device)?);
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
+    let mut lab = Lab::new(&args.out, size, chosen.device);
     lab.seed = args.seed;
     lab.data = data(&args)?;
     match &lab.data {

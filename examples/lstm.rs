@@ -13,9 +13,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use normzoo::backend::choose_device;
 use normzoo::models::LstmConfig;
 use normzoo::norm::NormConfig;
-use normzoo::train::device_named;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::sequence::{LstmLm, SequenceModel, SequenceReport, SequenceTraining};
 
@@ -41,13 +41,16 @@ struct Args {
     /// Seed of the weights and the problems.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// The backend: flex, ndarray or wgpu, if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let device = device_named(&args.device)?.autodiff();
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
+    let device = chosen.device.autodiff();
     let training = SequenceTraining {
         steps: args.steps,
         batch_size: args.batch_size,

@@ -26,12 +26,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use normzoo::backend::choose_device;
 use normzoo::models::checkpoint_path;
 use normzoo::norm::NormConfig;
 use normzoo::train::progress::exit_code;
 use normzoo::train::{
     DatasetSource, EARLIER_MODEL_NAMES, Resume, RunConfig, RunOptions, Schedule, TrainError,
-    cifar_models, device_named, train,
+    cifar_models, train,
 };
 
 /// Train an image classifier on CIFAR-10 or Fashion-MNIST (or an offline synthetic stand-in)
@@ -47,8 +48,9 @@ struct Args {
     /// The normalizer in place of the model's own: none, batch, layer2d, group[:G], instance.
     #[arg(long)]
     norm: Option<NormConfig>,
-    /// The backend: flex (default CPU), ndarray (CPU) or wgpu (GPU), if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
     /// Epochs to train [default: 30].
     #[arg(long)]
@@ -226,14 +228,16 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
 }
 
 fn run(args: Args) -> Result<(), TrainError> {
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
     let resume = match (args.resume, args.resume_epoch) {
         (_, Some(epoch)) => Resume::Epoch(epoch),
         (true, None) => Resume::Latest,
         (false, None) => Resume::Fresh,
     };
     let config = run_config(&args, resume)?;
-    let device = device_named(&args.device)?;
-    let mut options = RunOptions::new(&args.artifact_dir, device);
+    let backend = chosen.backend;
+    let mut options = RunOptions::new(&args.artifact_dir, chosen.device);
     options.resume = resume;
 
     let report = train(&config, &options)?;
@@ -269,7 +273,7 @@ fn run(args: Args) -> Result<(), TrainError> {
         println!(
             "Training throughput: {rate:.1} images/s on {}; a full {} epoch ({full_epoch} \
              images) would take about {:.0} min.",
-            args.device,
+            backend,
             config.dataset.name(),
             full_epoch as f64 / rate / 60.0
         );

@@ -13,9 +13,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use normzoo::backend::choose_device;
 use normzoo::models::{NormPosition, TransformerBlockConfig, TransformerConfig};
 use normzoo::norm::NormConfig;
-use normzoo::train::device_named;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::sequence::{PROBLEM_LEN, SequenceModel, SequenceTraining, VOCAB};
 
@@ -47,8 +47,9 @@ struct Args {
     /// Seed of the weights and the problems.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// The backend: flex, ndarray or wgpu, if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
@@ -59,7 +60,9 @@ enum Position {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let device = device_named(&args.device)?.autodiff();
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
+    let device = chosen.device.autodiff();
     device.seed(args.seed);
     let position = match args.position {
         Position::Pre => NormPosition::Pre,

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use normzoo::backend::choose_device;
 use normzoo::models::UNetConfig;
 use normzoo::norm::NormConfig;
-use normzoo::train::device_named;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::shapes::{SHAPE_CLASSES, ShapeTraining, save_segmentations};
 
@@ -47,13 +47,16 @@ struct Args {
     /// Where the picture of the masks goes.
     #[arg(long, default_value = "unet-masks.png")]
     out: PathBuf,
-    /// The backend: flex, ndarray or wgpu, if compiled in.
-    #[arg(long, default_value = "flex")]
+    /// The backend: auto (a hardware GPU through wgpu where there is one, else flex), flex
+    /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let device = device_named(&args.device)?.autodiff();
+    let chosen = choose_device(&args.device)?;
+    println!("{chosen}");
+    let device = chosen.device.autodiff();
     device.seed(args.seed);
     let model = UNetConfig::new()
         .with_num_classes(SHAPE_CLASSES.len())

@@ -67,6 +67,10 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.contains("Test accuracy:"));
+    // The first line says which device it runs on, and why.
+    let first = stdout.lines().next().unwrap_or_default();
+    let backend = normzoo::backend::COMPILED_BACKENDS[0];
+    assert_eq!(first, format!("device: {backend} (as asked)"), "{stdout}");
     // Not a terminal: progress as readable lines, a summary per split, no debug dumps.
     assert!(stdout.contains("training for 4 epochs"), "{stdout}");
     for epoch in 1..=4 {
@@ -408,6 +412,31 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     assert!(
         !Path::new(artifacts).exists(),
         "a refused run wrote artifacts"
+    );
+}
+
+/// The default device (`auto`) on a machine with no graphics driver (hidden as below) is flex,
+/// and the first line says why.
+#[cfg(feature = "wgpu")]
+#[test]
+fn without_an_adapter_the_default_device_is_flex_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let mut command = common::example_choosing_its_device("resnet_cifar");
+    tiny_run(&mut command, &artifacts, 64, 1);
+    let output = run(command
+        .env("VK_ICD_FILENAMES", dir.path().join("no-driver.json"))
+        .env("VK_DRIVER_FILES", dir.path().join("no-driver.json"))
+        .env(
+            "__EGL_VENDOR_LIBRARY_FILENAMES",
+            dir.path().join("no-egl.json"),
+        ));
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some("device: flex (wgpu finds no graphics adapter on this machine)"),
+        "{stdout}"
     );
 }
 

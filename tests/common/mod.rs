@@ -53,6 +53,14 @@ pub fn fixture_path(relative: &str) -> PathBuf {
 
 /// The built example `name`, beside this test binary's directory, on the first compiled backend.
 pub fn example(name: &str) -> Command {
+    let mut command = example_choosing_its_device(name);
+    // The first backend compiled in: flex when it is (ndarray is far too slow for ResNet18).
+    command.args(["--device", COMPILED_BACKENDS[0]]);
+    command
+}
+
+/// The built example `name`, left to choose its device (`--device auto`).
+pub fn example_choosing_its_device(name: &str) -> Command {
     let test_exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = test_exe
         .parent()
@@ -66,10 +74,7 @@ pub fn example(name: &str) -> Command {
         "{} is missing: run these tests with `cargo test`, which builds the examples",
         binary.display()
     );
-    let mut command = Command::new(binary);
-    // The first backend compiled in: flex when it is (ndarray is far too slow for ResNet18).
-    command.args(["--device", COMPILED_BACKENDS[0]]);
-    command
+    Command::new(binary)
 }
 
 /// Runs `command` to the end.

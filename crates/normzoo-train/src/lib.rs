@@ -43,7 +43,7 @@ pub use recipe::{
 };
 pub use run::{
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, Resume, RunOptions,
-    RunReport, device_named, evaluate, evaluate_in_training_mode, train,
+    RunReport, evaluate, evaluate_in_training_mode, train,
 };
 
 /// The first CPU backend's device, for tests that no backend changes.

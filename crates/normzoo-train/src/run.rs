@@ -140,17 +140,6 @@ impl RunConfig {
     }
 }
 
-/// The device of the backend called `name` (`flex`, `ndarray` or `wgpu`), if this build has it
-/// and the machine can run it.
-///
-/// # Errors
-///
-/// [`TrainError::Device`]: a backend not compiled in (listing those that are), or `wgpu` with
-/// no graphics adapter (naming the driver to install and the CPU alternative).
-pub fn device_named(name: &str) -> Result<Device, TrainError> {
-    Ok(normzoo_kernels::backend::device(name)?)
-}
-
 /// Trains `config` as `options` say: builds the data and the model, resumes from a checkpoint
 /// if asked, runs burn-train's learner (terminal UI, per-epoch validation on the test images,
 /// a checkpoint after every epoch), then saves the final model and reports its test accuracy.

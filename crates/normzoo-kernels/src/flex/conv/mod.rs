@@ -7,7 +7,7 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
@@ -15,6 +15,7 @@ use burn::tensor::{DType, Tensor};
 use self::geometry::Geometry;
 use self::im2col::convolve;
 use super::buffers::{flex_values, tensor_from};
+use crate::Kernels;
 
 mod autodiff;
 mod gemm;
@@ -34,11 +35,7 @@ fn explicit_padding(conv: &Conv2d) -> Option<[usize; 4]> {
 /// `conv2d` on the extension op, or `None` where it does not apply.
 pub(crate) fn try_conv2d(conv: &Conv2d, input: &Tensor<4>) -> Option<Tensor<4>> {
     let weight = conv.weight.val();
-    let on_flex = matches!(
-        input.device().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    );
-    if !on_flex
+    if Kernels::of(&input.device()) != Some(Kernels::Flex)
         || conv.groups != 1
         || input.dtype() != DType::F32
         || weight.dtype() != DType::F32

@@ -1,13 +1,21 @@
 //! The backends compiled into this build, and their devices.
 //!
 //! A backend is a cargo feature (`flex`, `ndarray`, `wgpu`) and is chosen at run time by name:
-//! [`device`] gives its device, or says why it cannot. For `wgpu` that means asking the
+//! [`device`] gives its device, or says why it cannot; [`choose_device`] also takes
+//! [`AUTO`], for which [`default_device`] picks a hardware GPU where there is one and the CPU
+//! otherwise, and says why. For `wgpu` that means asking the
 //! machine for a graphics adapter up front, so that a machine without one gets an error naming
 //! the missing driver instead of a panic from deep inside wgpu at the first tensor.
 
 use core::fmt;
 
 use burn::tensor::Device;
+
+mod chosen;
+#[cfg(feature = "wgpu")]
+mod wgpu;
+
+pub use chosen::{AUTO, ChosenDevice, choose_device, default_device};
 
 /// The names of the backends compiled into this build, in order of preference: what a
 /// `--device` flag can choose from.
@@ -117,34 +125,6 @@ pub fn compiled_cpu_devices() -> Result<Vec<(&'static str, Device)>, DeviceError
         });
     }
     Ok(devices)
-}
-
-#[cfg(feature = "wgpu")]
-mod wgpu {
-    use std::sync::OnceLock;
-
-    use burn::tensor::Device;
-    use burn::tensor::wgpu::WgpuInitError;
-
-    use super::DeviceError;
-
-    /// Asks for the default adapter once; every later call answers the same.
-    pub(super) fn default_device() -> Result<Device, DeviceError> {
-        static DEVICE: OnceLock<Result<Device, DeviceError>> = OnceLock::new();
-        DEVICE
-            .get_or_init(|| match Device::wgpu_options().init() {
-                Ok(device) => Ok(device),
-                // Already running: something in this process used the device first.
-                Err(WgpuInitError::Registration { .. }) => {
-                    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
-                }
-                Err(err) => Err(DeviceError::Unavailable {
-                    backend: "wgpu",
-                    reason: err.to_string(),
-                }),
-            })
-            .clone()
-    }
 }
 
 /// [`compiled_devices`] for tests and benchmarks that run on every backend: a backend that

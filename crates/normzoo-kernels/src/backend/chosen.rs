@@ -1,0 +1,129 @@
+//! The device a program runs on when its user names one, or lets it choose ([`AUTO`]).
+
+use core::fmt;
+
+use burn::tensor::Device;
+
+use super::{COMPILED_BACKENDS, DeviceError, device};
+
+/// The name that lets the program choose the device (a `--device` flag's default): see
+/// [`default_device`].
+pub const AUTO: &str = "auto";
+
+/// A device chosen for a program: its backend and why. Its `Display` is the line a program
+/// starts with, e.g. `device: flex (wgpu finds only a software adapter …)`.
+#[derive(Debug, Clone)]
+pub struct ChosenDevice {
+    /// The backend's name, one of [`COMPILED_BACKENDS`].
+    pub backend: &'static str,
+    /// The backend's device.
+    pub device: Device,
+    /// Why this device: named by the user, or what [`default_device`] found.
+    pub reason: String,
+}
+
+impl fmt::Display for ChosenDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device: {} ({})", self.backend, self.reason)
+    }
+}
+
+/// The device called `name` (one of [`COMPILED_BACKENDS`], as [`device`] gives it), or for
+/// [`AUTO`] the [`default_device`].
+///
+/// # Errors
+///
+/// As [`device`] and [`default_device`].
+pub fn choose_device(name: &str) -> Result<ChosenDevice, DeviceError> {
+    if name == AUTO {
+        return default_device();
+    }
+    let device = device(name)?;
+    let backend = COMPILED_BACKENDS
+        .iter()
+        .copied()
+        .find(|&backend| backend == name)
+        .expect("`device` knows only the compiled backends");
+    Ok(ChosenDevice {
+        backend,
+        device,
+        reason: "as asked".into(),
+    })
+}
+
+/// The device a program uses when its user names none: wgpu's default adapter where this build
+/// has `wgpu` and the machine a hardware GPU adapter (discrete, integrated or virtual),
+/// otherwise the first CPU backend compiled in (`flex`, else `ndarray`). A software GPU
+/// adapter (Mesa's lavapipe, WARP) is never chosen by default: flex is several times faster
+/// on the same CPU. Only wgpu's list of adapters is read to decide; no CPU-only machine opens
+/// a GPU device.
+///
+/// # Errors
+///
+/// [`DeviceError::Unavailable`] when a hardware adapter is listed but does not start, and
+/// [`DeviceError::NotCompiled`] naming `flex` for a build with neither a usable GPU nor a CPU
+/// backend.
+pub fn default_device() -> Result<ChosenDevice, DeviceError> {
+    #[cfg(feature = "wgpu")]
+    let no_gpu = match super::wgpu::hardware_gpu(&super::wgpu::adapter_kinds()) {
+        Ok(gpu) => {
+            return Ok(ChosenDevice {
+                backend: "wgpu",
+                device: device("wgpu")?,
+                reason: format!("{gpu}, found by wgpu; `--device flex` for the CPU"),
+            });
+        }
+        Err(why) => why,
+    };
+    #[cfg(not(feature = "wgpu"))]
+    let no_gpu = String::from("this build has no GPU backend; rebuild with `--features wgpu`");
+    let cpu = COMPILED_BACKENDS
+        .iter()
+        .copied()
+        .find(|&backend| backend != "wgpu")
+        .ok_or_else(|| DeviceError::NotCompiled {
+            name: "flex".into(),
+        })?;
+    Ok(ChosenDevice {
+        backend: cpu,
+        device: device(cpu)?,
+        reason: no_gpu,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_backend_is_taken_as_asked() {
+        for &name in COMPILED_BACKENDS {
+            let chosen = choose_device(name).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(chosen.backend, name);
+            assert_eq!(chosen.to_string(), format!("device: {name} (as asked)"));
+        }
+        assert!(matches!(
+            choose_device("tpu"),
+            Err(DeviceError::NotCompiled { .. })
+        ));
+    }
+
+    #[test]
+    fn auto_takes_the_gpu_only_where_wgpu_lists_a_hardware_adapter() {
+        let chosen = choose_device(AUTO).unwrap_or_else(|err| panic!("{err}"));
+        #[cfg(feature = "wgpu")]
+        {
+            let hardware = super::super::wgpu::hardware_gpu(&super::super::wgpu::adapter_kinds());
+            assert_eq!(chosen.backend == "wgpu", hardware.is_ok(), "{chosen}");
+            if let Err(why) = hardware {
+                assert_eq!(chosen.reason, why);
+            }
+        }
+        #[cfg(not(feature = "wgpu"))]
+        assert!(chosen.reason.contains("--features wgpu"), "{chosen}");
+        if chosen.backend != "wgpu" && COMPILED_BACKENDS.contains(&"flex") {
+            assert_eq!(chosen.backend, "flex", "flex is preferred to ndarray");
+        }
+        assert!(chosen.to_string().starts_with("device: "));
+    }
+}

@@ -1,0 +1,95 @@
+//! wgpu's default adapter, and what kinds of adapter the machine has.
+
+use std::sync::OnceLock;
+
+use burn::backend::DispatchDevice;
+use burn::tensor::wgpu::WgpuInitError;
+use burn::tensor::{Device, DeviceType};
+use cubecl::device::WgpuDeviceKind;
+
+use super::DeviceError;
+
+/// Asks for the default adapter once; every later call answers the same.
+pub(super) fn default_device() -> Result<Device, DeviceError> {
+    static DEVICE: OnceLock<Result<Device, DeviceError>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| match Device::wgpu_options().init() {
+            Ok(device) => Ok(device),
+            // Already running: something in this process used the device first.
+            Err(WgpuInitError::Registration { .. }) => {
+                Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+            }
+            Err(err) => Err(DeviceError::Unavailable {
+                backend: "wgpu",
+                reason: err.to_string(),
+            }),
+        })
+        .clone()
+}
+
+/// The kind of each adapter wgpu finds on this machine (its graphics API's list; no device is
+/// opened).
+pub(super) fn adapter_kinds() -> Vec<WgpuDeviceKind> {
+    Device::enumerate(DeviceType::Wgpu)
+        .into_iter()
+        .filter_map(|device| match device.as_dispatch() {
+            DispatchDevice::Cube(cubecl::Device::Wgpu(wgpu)) => Some(wgpu.kind.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The hardware GPU among adapters of `kinds` that wgpu's default adapter will be (a discrete
+/// GPU before an integrated one, as wgpu's high-performance preference picks), described; or
+/// why there is none. A software adapter (Mesa's lavapipe or llvmpipe, WARP) does not count:
+/// on the CPU, flex is several times faster.
+pub(super) fn hardware_gpu(kinds: &[WgpuDeviceKind]) -> Result<&'static str, String> {
+    let hardware = kinds
+        .iter()
+        .filter_map(|kind| match kind {
+            WgpuDeviceKind::DiscreteGpu(_) => Some((0, "a discrete GPU")),
+            WgpuDeviceKind::IntegratedGpu(_) => Some((1, "an integrated GPU")),
+            WgpuDeviceKind::VirtualGpu(_) => Some((2, "a virtual GPU")),
+            _ => None,
+        })
+        .min_by_key(|&(preference, _)| preference);
+    if let Some((_, description)) = hardware {
+        return Ok(description);
+    }
+    Err(if kinds.is_empty() {
+        "wgpu finds no graphics adapter on this machine".into()
+    } else {
+        "wgpu finds only a software adapter, such as Mesa's lavapipe, which flex outruns on \
+         the CPU; `--device wgpu` still uses it"
+            .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_discrete_gpu_comes_before_an_integrated_one_and_a_software_one() {
+        let kinds = [
+            WgpuDeviceKind::Cpu,
+            WgpuDeviceKind::IntegratedGpu(0),
+            WgpuDeviceKind::DiscreteGpu(0),
+        ];
+        assert_eq!(hardware_gpu(&kinds), Ok("a discrete GPU"));
+        assert_eq!(hardware_gpu(&kinds[..2]), Ok("an integrated GPU"));
+        assert_eq!(
+            hardware_gpu(&[WgpuDeviceKind::VirtualGpu(0)]),
+            Ok("a virtual GPU")
+        );
+    }
+
+    #[test]
+    fn a_software_adapter_alone_is_not_a_gpu_and_the_reason_says_so() {
+        let why = hardware_gpu(&[WgpuDeviceKind::Cpu]).unwrap_err();
+        assert!(why.contains("only a software adapter"), "{why}");
+        assert!(why.contains("`--device wgpu` still uses it"), "{why}");
+        let why = hardware_gpu(&[]).unwrap_err();
+        assert!(why.contains("no graphics adapter"), "{why}");
+    }
+}
