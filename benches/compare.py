@@ -1,0 +1,159 @@
+"""Our normalizers and convolutions beside PyTorch's, in one sitting, and the ratios.
+
+    python3 benches/compare.py --threads 2                 # the bench profile (release-like)
+    python3 benches/compare.py --threads 2 --profile dev --features wgpu   # `cargo test`'s build
+    python3 benches/compare.py --threads 2 --rounds 3 --no-conv
+
+Builds our criterion benches (`benches/norms.rs`, `benches/conv.rs`) with cargo, then runs,
+round after round, ours (`--bench '/normzoo'`) and `benches/pytorch_norms.py` (`--conv`), each
+as a process of its own, alternately, so that a machine whose speed drifts during the sitting
+drifts for both. Prints, per layer and pass, the best of each side's medians over the rounds and
+ours ÷ PyTorch's: below 1.00, ours is faster.
+
+Both sides get this process's environment, so they run on the same allocator: glibc's own
+unless `GLIBC_TUNABLES` or `LD_PRELOAD` change it (printed first), or `--features mimalloc`
+puts mimalloc under ours alone (printed too). Our numbers on the CPU are flex's.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS_MS = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def build(profile, features, benches):
+    """Builds `benches` and returns {name: executable}, as cargo reports them."""
+    command = ["cargo", "bench", "--profile", profile, "--no-run", "--message-format=json"]
+    if features:
+        command += ["--features", features]
+    for bench in benches:
+        command += ["--bench", bench]
+    print("building:", " ".join(command), file=sys.stderr)
+    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True)
+    executables = {}
+    for line in result.stdout.splitlines():
+        message = json.loads(line)
+        target = message.get("target", {})
+        if message.get("executable") and "bench" in target.get("kind", []):
+            executables[target["name"]] = message["executable"]
+    missing = [bench for bench in benches if bench not in executables]
+    if missing:
+        sys.exit(f"cargo built no executable for {', '.join(missing)}")
+    return executables
+
+
+def criterion_medians(output):
+    """{benchmark id: median ms} from criterion's report (`id` then `time: [low median high]`,
+    on one line or two)."""
+    medians, name = {}, None
+    for line in output.splitlines():
+        if not line.strip() or line.startswith(("Benchmarking", "Found", "Warning")):
+            continue
+        if not line[0].isspace():
+            name = line.split("time:")[0].strip()
+        match = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
+        if match and name and name not in medians:
+            medians[name] = float(match.group(1)) * UNITS_MS[match.group(2)]
+    return medians
+
+
+def pytorch_medians(output):
+    """{`layer/pass`: median ms} from `pytorch_norms.py`'s tables."""
+    medians = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"[\d.]+", cells[2]):  # layer, shape, fwd, GB/s, both
+            medians[f"{cells[0]}/forward"] = float(cells[2])
+            medians[f"{cells[0]}/forward+backward"] = float(cells[4])
+        elif len(cells) == 3 and re.fullmatch(r"[\d.]+", cells[1]):  # convolution, fwd, both
+            medians[f"{cells[0]}/forward"] = float(cells[1])
+            medians[f"{cells[0]}/forward+backward"] = float(cells[2])
+    return medians
+
+
+def run(command, env):
+    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stdout}")
+    return result.stdout
+
+
+def cpu():
+    """The CPU's model name where Linux says it, else the platform's word for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def allocator(features):
+    glibc = []
+    for variable in ("GLIBC_TUNABLES", "LD_PRELOAD"):
+        if os.environ.get(variable):
+            glibc.append(f"{variable}={os.environ[variable]}")
+    system = "glibc's malloc as the system gives it" if not glibc else "glibc with " + ", ".join(glibc)
+    if "mimalloc" in features.split(","):
+        return f"ours mimalloc (--features mimalloc), PyTorch {system}"
+    return f"both {system}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="bench", help="cargo profile of our benches")
+    parser.add_argument("--features", default="", help="cargo features (e.g. wgpu, mimalloc)")
+    parser.add_argument("--threads", type=int, help="PyTorch's CPU threads (ours: rayon's, all)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
+    parser.add_argument("--no-conv", action="store_true", help="the normalizers only")
+    parser.add_argument("--measurement-time", type=float, default=3.0, help="criterion, seconds")
+    parser.add_argument("--repeats", type=int, default=30, help="PyTorch's samples per case")
+    args = parser.parse_args()
+
+    benches = ["norms"] + ([] if args.no_conv else ["conv"])
+    executables = build(args.profile, args.features, benches)
+    env = dict(os.environ)
+    criterion_args = ["--bench", "/normzoo", "--warm-up-time", "1",
+                      "--measurement-time", str(args.measurement_time), "--noplot"]
+    pytorch = [sys.executable, str(ROOT / "benches" / "pytorch_norms.py"),
+               "--repeats", str(args.repeats)]
+    if args.threads:
+        pytorch += ["--threads", str(args.threads)]
+    if not args.no_conv:
+        pytorch.append("--conv")
+
+    ours, theirs = {}, {}
+    for round_ in range(1, args.rounds + 1):
+        print(f"round {round_}/{args.rounds}: ours", file=sys.stderr)
+        for bench in benches:
+            for name, ms in criterion_medians(run([executables[bench]] + criterion_args, env)).items():
+                ours.setdefault(name.removesuffix("/normzoo"), []).append(ms)
+        print(f"round {round_}/{args.rounds}: PyTorch", file=sys.stderr)
+        for name, ms in pytorch_medians(run(pytorch, env)).items():
+            theirs.setdefault(name, []).append(ms)
+
+    print(f"{cpu()}, {os.cpu_count()} CPUs; our {args.profile} profile"
+          + (f" with --features {args.features}" if args.features else "")
+          + f"; allocator: {allocator(args.features)}; best median of {args.rounds} round(s), ms")
+    print("| case | normzoo | PyTorch | normzoo ÷ PyTorch |")
+    print("|---|---|---|---|")
+    for name in ours:
+        if name in theirs:
+            mine, other = min(ours[name]), min(theirs[name])
+            print(f"| {name} | {mine:.3f} | {other:.3f} | {mine / other:.2f} |")
+    unmatched = sorted(set(ours) ^ set(theirs))
+    if unmatched:
+        print("not on both sides:", ", ".join(unmatched), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
