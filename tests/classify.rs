@@ -169,9 +169,9 @@ fn the_classify_example_refuses_what_it_cannot_classify() {
     );
 
     let output = run(example("classify")
-        .args(["--model", "resnet50", "--weights", ten_classes])
+        .args(["--model", "resnet50-cifar", "--weights", ten_classes])
         .arg(&photo));
-    assert_clear_error(&output, "`resnet50` has no ImageNet weights here");
+    assert_clear_error(&output, "`resnet50-cifar` has no ImageNet weights here");
 
     let narrow = fixture_path("checkpoints/resnet18_width4.pth");
     let output = run(example("classify").arg("--weights").arg(narrow).arg(&photo));

@@ -1,10 +1,10 @@
-//! torchvision checkpoints into our ResNet18, ConvNeXt, VGG16 and VGG16-BN: the logits must be PyTorch's, from
-//! `.pth` and `.safetensors` alike, on every compiled backend; and every way a checkpoint can
-//! fail to fit is reported by name.
+//! torchvision checkpoints into our ResNet18, ResNet50, ConvNeXt, VGG16 and VGG16-BN: the logits
+//! must be PyTorch's, from `.pth` and `.safetensors` alike, on every compiled backend; and every
+//! way a checkpoint can fail to fit is reported by name.
 //!
-//! The checkpoints are torchvision's own ResNet18, ConvNeXt and VGG classes, narrowed to commit:
-//! `tests/fixtures/generate_checkpoints.py` wrote them and `checkpoints/checkpoints.json`
-//! (configuration, input, logits in evaluation mode).
+//! The checkpoints are torchvision's own ResNet (basic blocks and bottlenecks), ConvNeXt and VGG
+//! classes, narrowed to commit: `tests/fixtures/generate_checkpoints.py` wrote them and
+//! `checkpoints/checkpoints.json` (configuration, input, logits in evaluation mode).
 
 mod common;
 
@@ -96,31 +96,45 @@ fn assert_logits(actual: Tensor<2>, case: &Case, what: &str) {
     }
 }
 
+/// The narrow ResNet50 of the fixture: bottlenecks, 4 channels in the first stage, 2, 1, 1, 1
+/// blocks.
+fn resnet50(device: &Device) -> ResNet {
+    ResNetConfig::resnet50(10)
+        .with_width(4)
+        .with_blocks([2, 1, 1, 1])
+        .init(device)
+        .unwrap()
+}
+
 #[test]
-fn resnet18_gives_torchvisions_logits_from_either_format() {
-    let case = case("resnet18_width4");
-    for (backend, device) in test_devices() {
-        for extension in ["pth", "safetensors"] {
-            let path = checkpoints().join(format!("resnet18_width4.{extension}"));
-            let (model, report) = resnet(10, &device)
-                .load_torchvision(&path)
-                .unwrap_or_else(|err| panic!("{err}"));
-            // 20 convolutions and batch norms (5 tensors each), and the classifier's two.
-            assert_eq!(
-                report.loaded.len(),
-                20 + 20 * 5 + 2,
-                "[{backend}] {extension}"
-            );
-            assert_eq!(report.head_replaced, None);
-            let tracked = match model.bn1.clone() {
-                normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
-                other => panic!("ResNet18's stem normalizer is {other:?}"),
-            };
-            tracked
-                .into_data()
-                .assert_eq(&TensorData::from([7.0f32]), false);
-            let logits = model.valid().forward(case.input.tensor(&device));
-            assert_logits(logits, &case, &format!("[{backend}] ResNet18 .{extension}"));
+fn resnet18_and_resnet50_give_torchvisions_logits_from_either_format() {
+    let resnet18 = |device: &Device| resnet(10, device);
+    for (name, build) in [
+        ("resnet18_width4", &resnet18 as &dyn Fn(&Device) -> ResNet),
+        ("resnet50_width4", &resnet50),
+    ] {
+        let case = case(name);
+        for (backend, device) in test_devices() {
+            for extension in ["pth", "safetensors"] {
+                let what = format!("[{backend}] {name}.{extension}");
+                let path = checkpoints().join(format!("{name}.{extension}"));
+                let (model, report) = build(&device)
+                    .load_torchvision(&path)
+                    .unwrap_or_else(|err| panic!("{what}: {err}"));
+                // 20 convolutions and batch norms (5 tensors each), and the classifier's two:
+                // ResNet18's 1 + 8·2 + 3 projections, the narrow ResNet50's 1 + 5·3 + 4.
+                assert_eq!(report.loaded.len(), 20 + 20 * 5 + 2, "{what}");
+                assert_eq!(report.head_replaced, None);
+                let tracked = match model.bn1.clone() {
+                    normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
+                    other => panic!("{what}: the stem normalizer is {other:?}"),
+                };
+                tracked
+                    .into_data()
+                    .assert_eq(&TensorData::from([7.0f32]), false);
+                let logits = model.valid().forward(case.input.tensor(&device));
+                assert_logits(logits, &case, &what);
+            }
         }
     }
 }
@@ -382,6 +396,7 @@ fn a_torchvision_checkpoint_round_trips_through_our_models() {
     let device = Device::default();
     let dir = tempfile::tempdir().unwrap();
     assert_round_trip(resnet(10, &device), "resnet18_width4", dir.path());
+    assert_round_trip(resnet50(&device), "resnet50_width4", dir.path());
     assert_round_trip(convnext(&device), "convnext_dims8", dir.path());
     assert_round_trip(vgg(NormConfig::None, &device), "vgg16_width4", dir.path());
     assert_round_trip(

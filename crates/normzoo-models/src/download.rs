@@ -13,6 +13,18 @@ use crate::CheckpointError;
 /// torchvision's ImageNet ResNet18 (`ResNet18_Weights.IMAGENET1K_V1`, 69.758% top-1).
 pub const RESNET18_IMAGENET: &str = "https://download.pytorch.org/models/resnet18-f37072fd.pth";
 
+/// torchvision's ImageNet ResNet34 (`ResNet34_Weights.IMAGENET1K_V1`, 73.314% top-1).
+pub const RESNET34_IMAGENET: &str = "https://download.pytorch.org/models/resnet34-b627a593.pth";
+
+/// torchvision's ImageNet ResNet50 (`ResNet50_Weights.IMAGENET1K_V1`, 76.130% top-1).
+pub const RESNET50_IMAGENET: &str = "https://download.pytorch.org/models/resnet50-0676ba61.pth";
+
+/// torchvision's ImageNet ResNet101 (`ResNet101_Weights.IMAGENET1K_V1`, 77.374% top-1).
+pub const RESNET101_IMAGENET: &str = "https://download.pytorch.org/models/resnet101-63fe2227.pth";
+
+/// torchvision's ImageNet ResNet152 (`ResNet152_Weights.IMAGENET1K_V1`, 78.312% top-1).
+pub const RESNET152_IMAGENET: &str = "https://download.pytorch.org/models/resnet152-394f9c45.pth";
+
 /// torchvision's ImageNet ConvNeXt-T (`ConvNeXt_Tiny_Weights.IMAGENET1K_V1`, 82.520% top-1).
 pub const CONVNEXT_TINY_IMAGENET: &str =
     "https://download.pytorch.org/models/convnext_tiny-983f1562.pth";

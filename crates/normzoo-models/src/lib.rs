@@ -6,8 +6,9 @@
 //!
 //! - [`Mlp`]: configurable depth and width, the normalizer between each linear layer and its
 //!   activation.
-//! - [`ResNet`]: ResNet18 in torchvision's layout (11,689,512 parameters with BatchNorm) and its
-//!   CIFAR variant (11,173,962).
+//! - [`ResNet`]: ResNet18, 34, 50, 101 and 152 in torchvision's layout (11,689,512 to
+//!   60,192,808 parameters with BatchNorm; basic blocks or bottlenecks, [`ResidualBlockKind`]), and
+//!   their CIFAR variants (ResNet18's: 11,173,962).
 //! - [`Vgg`]: VGG16 and VGG16-BN in torchvision's layout (138,357,544 and 138,365,992
 //!   parameters) and a CIFAR variant.
 //! - [`ConvNext`]: ConvNeXt-T (28,589,128 parameters), LayerNorm over channels by default,
@@ -70,7 +71,8 @@ pub use common::conv_bias_before;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use download::{
-    CONVNEXT_TINY_IMAGENET, RESNET18_IMAGENET, VGG16_BN_IMAGENET, VGG16_IMAGENET, checkpoint_path,
+    CONVNEXT_TINY_IMAGENET, RESNET18_IMAGENET, RESNET34_IMAGENET, RESNET50_IMAGENET,
+    RESNET101_IMAGENET, RESNET152_IMAGENET, VGG16_BN_IMAGENET, VGG16_IMAGENET, checkpoint_path,
     download_checkpoint, torch_cache_dir,
 };
 pub use error::ModelError;
@@ -84,7 +86,7 @@ pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};
 pub use registry::{
     ARCHITECTURES, Architecture, Classifier, ImagenetWeights, find_architecture, image_classifiers,
 };
-pub use resnet::{BasicBlock, Downsample, ResNet, ResNetConfig, ResNetStem};
+pub use resnet::{Downsample, ResNet, ResNetConfig, ResNetStem, ResidualBlock, ResidualBlockKind};
 pub use transformer::{
     CausalLm, NormPosition, TransformerBlock, TransformerBlockConfig, TransformerConfig,
     TransformerEncoder, TransformerTrunk,

@@ -9,7 +9,8 @@ use normzoo_norm::NormConfig;
 
 use crate::{
     CONVNEXT_TINY_IMAGENET, ConvNextConfig, ImageClassifier, ModelError, RESNET18_IMAGENET,
-    ResNetConfig, VGG16_BN_IMAGENET, VGG16_IMAGENET, VggConfig,
+    RESNET34_IMAGENET, RESNET50_IMAGENET, RESNET101_IMAGENET, RESNET152_IMAGENET, ResNetConfig,
+    ResNetStem, VGG16_BN_IMAGENET, VGG16_IMAGENET, VggConfig,
 };
 
 /// One model of the zoo.
@@ -122,53 +123,91 @@ fn swapped<C>(config: C, norm: Option<NormConfig>, with_norm: fn(C, NormConfig) 
 /// The evaluation transform of torchvision's ResNet and VGG weights.
 const RESIZE_256_CROP_224: (u32, u32) = (256, 224);
 
+/// The registry's entry for a ResNet built by `$config` (a `ResNetConfig` constructor taking
+/// the class count): in torchvision's layout with torchvision's ImageNet weights at `$url`, or
+/// (`cifar`) with the CIFAR stem.
+macro_rules! resnet {
+    (cifar $name:literal, $model:literal, $config:path) => {
+        Architecture {
+            name: $name,
+            aliases: &[],
+            description: concat!(
+                $model,
+                " with the CIFAR stem (3×3 convolution, no max-pool), 32×32, batch norm"
+            ),
+            classifier: Some(Classifier {
+                image_size: 32,
+                imagenet: None,
+                build: |classes, norm, device| {
+                    let config = $config(classes).with_stem(ResNetStem::Cifar);
+                    let config = swapped(config, norm, ResNetConfig::with_norm);
+                    Ok(ImageClassifier::ResNet(config.init(device)?))
+                },
+            }),
+        }
+    };
+    ($name:literal, $model:literal, $url:expr, $config:path) => {
+        Architecture {
+            name: $name,
+            aliases: &[],
+            description: concat!($model, ", torchvision's layout, 224×224, batch norm"),
+            classifier: Some(Classifier {
+                image_size: 224,
+                imagenet: Some(ImagenetWeights {
+                    url: $url,
+                    resize: RESIZE_256_CROP_224.0,
+                    crop: RESIZE_256_CROP_224.1,
+                }),
+                build: |classes, norm, device| {
+                    let config = swapped($config(classes), norm, ResNetConfig::with_norm);
+                    Ok(ImageClassifier::ResNet(config.init(device)?))
+                },
+            }),
+        }
+    };
+}
+
 /// Every model of the zoo.
-pub const ARCHITECTURES: [Architecture; 14] = [
+pub const ARCHITECTURES: [Architecture; 20] = [
     Architecture {
         name: "mlp",
         aliases: &[],
         description: "multi-layer perceptron (MlpConfig), batch norm by default",
         classifier: None,
     },
-    Architecture {
-        name: "resnet18",
-        aliases: &[],
-        description: "ResNet18, torchvision's layout, 224×224, batch norm",
-        classifier: Some(Classifier {
-            image_size: 224,
-            imagenet: Some(ImagenetWeights {
-                url: RESNET18_IMAGENET,
-                resize: RESIZE_256_CROP_224.0,
-                crop: RESIZE_256_CROP_224.1,
-            }),
-            build: |classes, norm, device| {
-                let config = swapped(
-                    ResNetConfig::resnet18(classes),
-                    norm,
-                    ResNetConfig::with_norm,
-                );
-                Ok(ImageClassifier::ResNet(config.init(device)?))
-            },
-        }),
-    },
-    Architecture {
-        name: "resnet18-cifar",
-        aliases: &[],
-        description: "ResNet18 with the CIFAR stem (3×3 convolution, no max-pool), 32×32, \
-                      batch norm",
-        classifier: Some(Classifier {
-            image_size: 32,
-            imagenet: None,
-            build: |classes, norm, device| {
-                let config = swapped(
-                    ResNetConfig::resnet18_cifar(classes),
-                    norm,
-                    ResNetConfig::with_norm,
-                );
-                Ok(ImageClassifier::ResNet(config.init(device)?))
-            },
-        }),
-    },
+    resnet!(
+        "resnet18",
+        "ResNet18",
+        RESNET18_IMAGENET,
+        ResNetConfig::resnet18
+    ),
+    resnet!(
+        "resnet34",
+        "ResNet34",
+        RESNET34_IMAGENET,
+        ResNetConfig::resnet34
+    ),
+    resnet!(
+        "resnet50",
+        "ResNet50 (bottlenecks)",
+        RESNET50_IMAGENET,
+        ResNetConfig::resnet50
+    ),
+    resnet!(
+        "resnet101",
+        "ResNet101 (bottlenecks)",
+        RESNET101_IMAGENET,
+        ResNetConfig::resnet101
+    ),
+    resnet!(
+        "resnet152",
+        "ResNet152 (bottlenecks)",
+        RESNET152_IMAGENET,
+        ResNetConfig::resnet152
+    ),
+    resnet!(cifar "resnet18-cifar", "ResNet18", ResNetConfig::resnet18),
+    resnet!(cifar "resnet34-cifar", "ResNet34", ResNetConfig::resnet34),
+    resnet!(cifar "resnet50-cifar", "ResNet50", ResNetConfig::resnet50),
     Architecture {
         name: "vgg16",
         aliases: &[],
@@ -373,10 +412,11 @@ mod tests {
         };
         assert!(matches!(convnext.stem_norm, normzoo_norm::Norm::Group(_)));
         assert_eq!(
-            ImageClassifier::from_name("resnet50", 10, None, &device)
+            ImageClassifier::from_name("resnet200", 10, None, &device)
                 .unwrap_err()
                 .to_string(),
-            "unknown model `resnet50`: expected one of resnet18, resnet18-cifar, vgg16, vgg16-bn, \
+            "unknown model `resnet200`: expected one of resnet18, resnet34, resnet50, resnet101, \
+             resnet152, resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg16, vgg16-bn, \
              vgg16-cifar, vgg16-bn-cifar, convnext-tiny, convnext-cifar"
         );
         assert!(ImageClassifier::from_name("unet", 10, None, &device).is_err());

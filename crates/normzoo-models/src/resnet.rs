@@ -1,5 +1,5 @@
-//! ResNet18 ([He et al., 2016](https://arxiv.org/abs/1512.03385)) in torchvision's layout, with
-//! a swappable normalizer.
+//! ResNet18, 34, 50, 101 and 152 ([He et al., 2016](https://arxiv.org/abs/1512.03385)) in
+//! torchvision's layout, with a swappable normalizer.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -25,7 +25,30 @@ pub enum ResNetStem {
     Cifar,
 }
 
-/// Configuration of a [`ResNet`] built from basic blocks (ResNet18 by default).
+/// The residual block a [`ResNet`] is built of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResidualBlockKind {
+    /// torchvision's `BasicBlock` (ResNet18 and 34): two 3×3 convolutions, the first carrying
+    /// the stage's stride; a stage of `c` channels outputs `c`.
+    Basic,
+    /// torchvision's `Bottleneck` (ResNet50, 101 and 152): a 1×1 convolution down to the
+    /// stage's `c` channels, a 3×3 one carrying the stride (torchvision's "ResNet v1.5"; the
+    /// paper strides the first 1×1), and a 1×1 one up to `4·c`.
+    Bottleneck,
+}
+
+impl ResidualBlockKind {
+    /// A block's output channels per channel of its stage (torchvision's `expansion`): 1 for
+    /// [`Basic`](Self::Basic), 4 for [`Bottleneck`](Self::Bottleneck).
+    pub fn expansion(self) -> usize {
+        match self {
+            Self::Basic => 1,
+            Self::Bottleneck => 4,
+        }
+    }
+}
+
+/// Configuration of a [`ResNet`] (ResNet18 by default).
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
     /// The stem. Default: [`ResNetStem::ImageNet`].
@@ -34,10 +57,14 @@ pub struct ResNetConfig {
     /// The number of classes. Default: 1000.
     #[config(default = 1000)]
     pub num_classes: usize,
-    /// Basic blocks per stage. Default: `[2, 2, 2, 2]` (ResNet18).
+    /// The residual block. Default: [`ResidualBlockKind::Basic`].
+    #[config(default = "ResidualBlockKind::Basic")]
+    pub block: ResidualBlockKind,
+    /// Blocks per stage. Default: `[2, 2, 2, 2]` (ResNet18).
     #[config(default = "[2, 2, 2, 2]")]
     pub blocks: [usize; 4],
-    /// Channels of the first stage; the others double it each time. Default: 64.
+    /// Channels of the first stage; the others double it each time. A block outputs
+    /// [`ResidualBlockKind::expansion`] times its stage's channels. Default: 64.
     #[config(default = 64)]
     pub width: usize,
     /// The normalizer after every convolution. Default: `batch`. `layer` and `rms` do not apply
@@ -56,17 +83,38 @@ impl ResNetConfig {
         Self::new().with_num_classes(num_classes)
     }
 
-    /// ResNet18 for 32×32 images (CIFAR stem): 11,173,962 parameters at 10 classes.
+    /// ResNet18 for 32×32 images (CIFAR stem): 11,173,962 parameters at 10 classes. Any
+    /// other depth takes the CIFAR stem the same way: `resnet50(10).with_stem(ResNetStem::Cifar)`.
     pub fn resnet18_cifar(num_classes: usize) -> Self {
         Self::new()
             .with_stem(ResNetStem::Cifar)
             .with_num_classes(num_classes)
     }
+
+    /// torchvision's `resnet34(num_classes)`: 21,797,672 parameters at 1000 classes.
+    pub fn resnet34(num_classes: usize) -> Self {
+        Self::resnet18(num_classes).with_blocks([3, 4, 6, 3])
+    }
+
+    /// torchvision's `resnet50(num_classes)`: 25,557,032 parameters at 1000 classes.
+    pub fn resnet50(num_classes: usize) -> Self {
+        Self::resnet34(num_classes).with_block(ResidualBlockKind::Bottleneck)
+    }
+
+    /// torchvision's `resnet101(num_classes)`: 44,549,160 parameters at 1000 classes.
+    pub fn resnet101(num_classes: usize) -> Self {
+        Self::resnet50(num_classes).with_blocks([3, 4, 23, 3])
+    }
+
+    /// torchvision's `resnet152(num_classes)`: 60,192,808 parameters at 1000 classes.
+    pub fn resnet152(num_classes: usize) -> Self {
+        Self::resnet50(num_classes).with_blocks([3, 8, 36, 3])
+    }
 }
 
-/// A residual network of basic blocks, field for field torchvision's `ResNet` (`conv1`, `bn1`,
-/// `layer1` … `layer4`, `fc`; blocks `conv1`, `bn1`, `conv2`, `bn2`, `downsample`), so that
-/// weights map by name. The normalizers are [`Norm`]s: any [`NormConfig`] that applies to
+/// A residual network, field for field torchvision's `ResNet` (`conv1`, `bn1`, `layer1` …
+/// `layer4`, `fc`; blocks `conv1`, `bn1`, `conv2`, `bn2`, with bottlenecks `conv3`, `bn3`, and
+/// `downsample`), so that weights map by name. The normalizers are [`Norm`]s: any [`NormConfig`] that applies to
 /// `[N, C, H, W]`.
 ///
 /// Convolutions have no bias (the normalizer's shift takes its place, as in torchvision, also
@@ -80,30 +128,37 @@ pub struct ResNet {
     pub bn1: Norm,
     /// The stem max-pool (ImageNet stem only).
     pub maxpool: Option<MaxPool2d>,
-    /// Stage 1 (`width` channels, stride 1).
-    pub layer1: Vec<BasicBlock>,
-    /// Stage 2 (2·`width` channels, stride 2).
-    pub layer2: Vec<BasicBlock>,
-    /// Stage 3 (4·`width` channels, stride 2).
-    pub layer3: Vec<BasicBlock>,
-    /// Stage 4 (8·`width` channels, stride 2).
-    pub layer4: Vec<BasicBlock>,
+    /// Stage 1 (`width` channels, stride 1, times the block's expansion out).
+    pub layer1: Vec<ResidualBlock>,
+    /// Stage 2 (2·`width` channels, stride 2, times the block's expansion out).
+    pub layer2: Vec<ResidualBlock>,
+    /// Stage 3 (4·`width` channels, stride 2, times the block's expansion out).
+    pub layer3: Vec<ResidualBlock>,
+    /// Stage 4 (8·`width` channels, stride 2, times the block's expansion out).
+    pub layer4: Vec<ResidualBlock>,
     /// The classifier.
     pub fc: Linear,
 }
 
-/// Two 3×3 convolutions with a residual connection:
-/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+/// A residual block, torchvision's `BasicBlock` or `Bottleneck` ([`ResidualBlockKind`]):
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))` for a basic block,
+/// `relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x))` for a bottleneck.
 #[derive(Module, Debug)]
-pub struct BasicBlock {
-    /// The first convolution (carries the stage's stride).
+pub struct ResidualBlock {
+    /// The first convolution: 3×3 carrying the stage's stride (basic), or 1×1 down to the
+    /// stage's channels (bottleneck).
     pub conv1: Conv2d,
     /// Its normalizer.
     pub bn1: Norm,
-    /// The second convolution.
+    /// The second convolution: 3×3, carrying the stride in a bottleneck.
     pub conv2: Conv2d,
-    /// Its normalizer (γ = 0 with `zero_init_residual`).
+    /// Its normalizer (γ = 0 with `zero_init_residual` in a basic block).
     pub bn2: Norm,
+    /// A bottleneck's third convolution, 1×1 up to 4× the stage's channels; `None` in a basic
+    /// block.
+    pub conv3: Option<Conv2d>,
+    /// Its normalizer (γ = 0 with `zero_init_residual`); `None` in a basic block.
+    pub bn3: Option<Norm>,
     /// The projection shortcut when the shape changes; the identity otherwise.
     pub downsample: Option<Downsample>,
 }
@@ -168,38 +223,18 @@ impl ResNetConfig {
         let mut channels = self.width;
         let mut stages = Vec::with_capacity(4);
         for (stage, &num_blocks) in self.blocks.iter().enumerate() {
-            let (out, stride) = match stage {
-                0 => (self.width, 1),
-                _ => (channels * 2, 2),
-            };
+            let planes = self.width << stage;
+            let out = planes * self.block.expansion();
             let mut blocks = Vec::with_capacity(num_blocks);
             for i in 0..num_blocks {
-                let (d_in, stride) = if i == 0 { (channels, stride) } else { (out, 1) };
-                let downsample = (stride != 1 || d_in != out)
-                    .then(|| -> Result<_, ModelError> {
-                        Ok(Downsample {
-                            conv: conv([d_in, out], 1, stride, device),
-                            bn: norm(out)?,
-                        })
-                    })
-                    .transpose()?;
-                let bn2 = norm(out)?;
-                blocks.push(BasicBlock {
-                    conv1: conv([d_in, out], 3, stride, device),
-                    bn1: norm(out)?,
-                    conv2: conv([out, out], 3, 1, device),
-                    bn2: match self.zero_init_residual {
-                        true => bn2.with_scale(0.0),
-                        false => bn2,
-                    },
-                    downsample,
-                });
+                let stride = if i == 0 && stage > 0 { 2 } else { 1 };
+                blocks.push(self.block(channels, planes, stride, device)?);
+                channels = out;
             }
-            channels = out;
             stages.push(blocks);
         }
         let [layer1, layer2, layer3, layer4] =
-            <[Vec<BasicBlock>; 4]>::try_from(stages).expect("four stages");
+            <[Vec<ResidualBlock>; 4]>::try_from(stages).expect("four stages");
         Ok(ResNet {
             conv1,
             bn1: norm(self.width)?,
@@ -209,6 +244,54 @@ impl ResNetConfig {
             layer3,
             layer4,
             fc: LinearConfig::new(channels, self.num_classes).init(device),
+        })
+    }
+
+    /// One block from `channels_in` channels, its stage's `planes` and `stride`.
+    fn block(
+        &self,
+        channels_in: usize,
+        planes: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Result<ResidualBlock, ModelError> {
+        let norm = |channels: usize| self.norm.init(channels, device);
+        // The block's last normalizer starts at γ = 0 with `zero_init_residual`.
+        let last_norm = |channels: usize| -> Result<Norm, ModelError> {
+            let norm = norm(channels)?;
+            Ok(match self.zero_init_residual {
+                true => norm.with_scale(0.0),
+                false => norm,
+            })
+        };
+        let out = planes * self.block.expansion();
+        let downsample = (stride != 1 || channels_in != out)
+            .then(|| -> Result<_, ModelError> {
+                Ok(Downsample {
+                    conv: conv([channels_in, out], 1, stride, device),
+                    bn: norm(out)?,
+                })
+            })
+            .transpose()?;
+        Ok(match self.block {
+            ResidualBlockKind::Basic => ResidualBlock {
+                conv1: conv([channels_in, planes], 3, stride, device),
+                bn1: norm(planes)?,
+                conv2: conv([planes, planes], 3, 1, device),
+                bn2: last_norm(planes)?,
+                conv3: None,
+                bn3: None,
+                downsample,
+            },
+            ResidualBlockKind::Bottleneck => ResidualBlock {
+                conv1: conv([channels_in, planes], 1, 1, device),
+                bn1: norm(planes)?,
+                conv2: conv([planes, planes], 3, stride, device),
+                bn2: norm(planes)?,
+                conv3: Some(conv([planes, out], 1, 1, device)),
+                bn3: Some(last_norm(out)?),
+                downsample,
+            },
         })
     }
 }
@@ -242,8 +325,9 @@ impl ResNet {
     }
 }
 
-impl BasicBlock {
-    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+impl ResidualBlock {
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, or with a bottleneck's third
+    /// convolution `relu(bn3(conv3(relu(bn2(…)))) + shortcut(x))`.
     ///
     /// # Shapes
     ///
@@ -256,6 +340,10 @@ impl BasicBlock {
         };
         let x = relu(self.bn1.forward(conv2d(&self.conv1, input)));
         let x = self.bn2.forward(conv2d(&self.conv2, x));
+        let x = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => bn3.forward(conv2d(conv3, relu(x))),
+            _ => x,
+        };
         relu(x.add(shortcut))
     }
 }
@@ -300,6 +388,48 @@ mod tests {
         assert_eq!(num_trainable_params(&imagenet), 11_689_512);
         let cifar = ResNetConfig::resnet18_cifar(10).init(&device).unwrap();
         assert_eq!(num_trainable_params(&cifar), 11_173_962);
+    }
+
+    /// torchvision's counts for the deeper ones (`resnet34()` … `resnet152()`, 1000 classes).
+    #[test]
+    fn deeper_resnets_have_torchvisions_parameter_counts() {
+        let device = cpu().autodiff();
+        for (config, expected) in [
+            (ResNetConfig::resnet34(1000), 21_797_672),
+            (ResNetConfig::resnet50(1000), 25_557_032),
+            (ResNetConfig::resnet101(1000), 44_549_160),
+            (ResNetConfig::resnet152(1000), 60_192_808),
+        ] {
+            let blocks = config.blocks;
+            let model = config.init(&device).unwrap();
+            assert_eq!(num_trainable_params(&model), expected, "{blocks:?}");
+        }
+    }
+
+    /// A bottleneck: 1×1 down to the stage's channels, 3×3 with the stride, 1×1 up to four
+    /// times as many; the first block of each stage projects its shortcut.
+    #[test]
+    fn bottlenecks_expand_four_times_and_stride_on_the_3x3() {
+        let device = cpu();
+        let model = ResNetConfig::resnet50(10)
+            .with_width(4)
+            .with_blocks([2, 1, 1, 1])
+            .init(&device)
+            .unwrap();
+        let block = &model.layer2[0];
+        assert_eq!(block.conv1.weight.dims(), [8, 16, 1, 1]);
+        assert_eq!(block.conv1.stride, [1, 1]);
+        assert_eq!(block.conv2.weight.dims(), [8, 8, 3, 3]);
+        assert_eq!(block.conv2.stride, [2, 2]);
+        assert_eq!(block.conv3.as_ref().unwrap().weight.dims(), [32, 8, 1, 1]);
+        let downsample = block.downsample.as_ref().unwrap();
+        assert_eq!(downsample.conv.weight.dims(), [32, 16, 1, 1]);
+        // Stage 1 projects too (64 → 256 channels in ResNet50), then keeps its width.
+        assert!(model.layer1[0].downsample.is_some());
+        assert!(model.layer1[1].downsample.is_none());
+        assert_eq!(model.fc.weight.dims(), [128, 10]);
+        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
+        assert_eq!(model.forward(images).dims(), [2, 10]);
     }
 
     /// The normalizers of ResNet18 hold 2·4800 values with an affine (64 in the stem, then
@@ -361,22 +491,28 @@ mod tests {
         assert_eq!(imagenet.forward(images).dims(), [1, 1000]);
     }
 
-    /// With `zero_init_residual` every block starts as `relu(shortcut(x))`.
+    /// With `zero_init_residual` every block, basic or bottleneck, starts as
+    /// `relu(shortcut(x))`.
     #[test]
     fn zero_init_residual_makes_blocks_start_as_the_shortcut() {
         let device = cpu();
-        let model = ResNetConfig::resnet18_cifar(10)
-            .with_width(8)
-            .with_zero_init_residual(true)
-            .init(&device)
-            .unwrap();
-        let block = &model.layer1[0];
-        let x = Tensor::<4>::random([2, 8, 8, 8], Distribution::Default, &device);
-        let out = block.forward(x.clone()).into_data();
-        out.assert_approx_eq::<f32>(
-            &relu(x).into_data(),
-            burn::tensor::Tolerance::absolute(1e-6),
-        );
+        for (config, channels) in [
+            (ResNetConfig::resnet18_cifar(10), 8),
+            (ResNetConfig::resnet50(10).with_stem(ResNetStem::Cifar), 32),
+        ] {
+            let model = config
+                .with_width(8)
+                .with_zero_init_residual(true)
+                .init(&device)
+                .unwrap();
+            let block = &model.layer1[1];
+            let x = Tensor::<4>::random([2, channels, 8, 8], Distribution::Default, &device);
+            let out = block.forward(x.clone()).into_data();
+            out.assert_approx_eq::<f32>(
+                &relu(x).into_data(),
+                burn::tensor::Tolerance::absolute(1e-6),
+            );
+        }
     }
 
     /// A small ResNet trains with each applicable normalizer on each CPU backend.

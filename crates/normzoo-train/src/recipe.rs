@@ -359,6 +359,8 @@ mod tests {
             names,
             [
                 "resnet18-cifar",
+                "resnet34-cifar",
+                "resnet50-cifar",
                 "vgg16-cifar",
                 "vgg16-bn-cifar",
                 "convnext-cifar"
@@ -370,8 +372,8 @@ mod tests {
         }
         assert_eq!(
             cifar_model("convnext-tiny").unwrap_err().to_string(),
-            "unknown model `convnext-tiny`: expected one of resnet18-cifar, vgg16-cifar, \
-             vgg16-bn-cifar, convnext-cifar"
+            "unknown model `convnext-tiny`: expected one of resnet18-cifar, resnet34-cifar, \
+             resnet50-cifar, vgg16-cifar, vgg16-bn-cifar, convnext-cifar"
         );
     }
 
