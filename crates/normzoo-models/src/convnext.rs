@@ -49,6 +49,28 @@ impl ConvNextConfig {
         Self::new().with_num_classes(num_classes)
     }
 
+    /// ConvNeXt-S (torchvision's `convnext_small`): depths `[3, 3, 27, 3]`, ConvNeXt-T's dims,
+    /// stochastic depth 0.4; 50,223,688 parameters at 1000 classes.
+    pub fn small(num_classes: usize) -> Self {
+        Self::tiny(num_classes)
+            .with_depths([3, 3, 27, 3])
+            .with_drop_path_rate(0.4)
+    }
+
+    /// ConvNeXt-B (torchvision's `convnext_base`): depths `[3, 3, 27, 3]`, dims `[128, 256,
+    /// 512, 1024]`, stochastic depth 0.5; 88,591,464 parameters at 1000 classes.
+    pub fn base(num_classes: usize) -> Self {
+        Self::small(num_classes)
+            .with_dims([128, 256, 512, 1024])
+            .with_drop_path_rate(0.5)
+    }
+
+    /// ConvNeXt-L (torchvision's `convnext_large`): depths `[3, 3, 27, 3]`, dims `[192, 384,
+    /// 768, 1536]`, stochastic depth 0.5; 197,767,336 parameters at 1000 classes.
+    pub fn large(num_classes: usize) -> Self {
+        Self::base(num_classes).with_dims([192, 384, 768, 1536])
+    }
+
     /// A small ConvNeXt for 32×32 images: 2×2 stem patches, depths `[2, 2, 2, 2]`, dims
     /// `[64, 128, 256, 512]` (16×16 to 2×2 feature maps).
     pub fn cifar(num_classes: usize) -> Self {
@@ -355,6 +377,21 @@ mod tests {
         let device = cpu().autodiff();
         let model = ConvNextConfig::tiny(1000).init(&device).unwrap();
         assert_eq!(num_trainable_params(&model), 28_589_128);
+    }
+
+    /// torchvision's counts for `convnext_small`, `convnext_base` and `convnext_large`.
+    #[test]
+    fn convnext_s_b_l_have_torchvisions_parameter_counts() {
+        let device = cpu().autodiff();
+        for (config, expected) in [
+            (ConvNextConfig::small(1000), 50_223_688),
+            (ConvNextConfig::base(1000), 88_591_464),
+            (ConvNextConfig::large(1000), 197_767_336),
+        ] {
+            let dims = config.dims;
+            let model = config.init(&device).unwrap();
+            assert_eq!(num_trainable_params(&model), expected, "{dims:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,36 @@ pub const RESNET152_IMAGENET: &str = "https://download.pytorch.org/models/resnet
 pub const CONVNEXT_TINY_IMAGENET: &str =
     "https://download.pytorch.org/models/convnext_tiny-983f1562.pth";
 
+/// torchvision's ImageNet ConvNeXt-S (`ConvNeXt_Small_Weights.IMAGENET1K_V1`, 83.616% top-1).
+pub const CONVNEXT_SMALL_IMAGENET: &str =
+    "https://download.pytorch.org/models/convnext_small-0c510722.pth";
+
+/// torchvision's ImageNet ConvNeXt-B (`ConvNeXt_Base_Weights.IMAGENET1K_V1`, 84.062% top-1).
+pub const CONVNEXT_BASE_IMAGENET: &str =
+    "https://download.pytorch.org/models/convnext_base-6075fbad.pth";
+
+/// torchvision's ImageNet ConvNeXt-L (`ConvNeXt_Large_Weights.IMAGENET1K_V1`, 84.414% top-1).
+pub const CONVNEXT_LARGE_IMAGENET: &str =
+    "https://download.pytorch.org/models/convnext_large-ea097f82.pth";
+
+/// torchvision's ImageNet VGG11 (`VGG11_Weights.IMAGENET1K_V1`, 69.020% top-1).
+pub const VGG11_IMAGENET: &str = "https://download.pytorch.org/models/vgg11-8a719046.pth";
+
+/// torchvision's ImageNet VGG11-BN (`VGG11_BN_Weights.IMAGENET1K_V1`, 70.370% top-1).
+pub const VGG11_BN_IMAGENET: &str = "https://download.pytorch.org/models/vgg11_bn-6002323d.pth";
+
+/// torchvision's ImageNet VGG13 (`VGG13_Weights.IMAGENET1K_V1`, 69.928% top-1).
+pub const VGG13_IMAGENET: &str = "https://download.pytorch.org/models/vgg13-19584684.pth";
+
+/// torchvision's ImageNet VGG13-BN (`VGG13_BN_Weights.IMAGENET1K_V1`, 71.586% top-1).
+pub const VGG13_BN_IMAGENET: &str = "https://download.pytorch.org/models/vgg13_bn-abd245e5.pth";
+
+/// torchvision's ImageNet VGG19 (`VGG19_Weights.IMAGENET1K_V1`, 72.376% top-1).
+pub const VGG19_IMAGENET: &str = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth";
+
+/// torchvision's ImageNet VGG19-BN (`VGG19_BN_Weights.IMAGENET1K_V1`, 74.218% top-1).
+pub const VGG19_BN_IMAGENET: &str = "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth";
+
 /// torchvision's ImageNet VGG16 (`VGG16_Weights.IMAGENET1K_V1`, 71.592% top-1).
 pub const VGG16_IMAGENET: &str = "https://download.pytorch.org/models/vgg16-397923af.pth";
 

@@ -9,10 +9,11 @@
 //! - [`ResNet`]: ResNet18, 34, 50, 101 and 152 in torchvision's layout (11,689,512 to
 //!   60,192,808 parameters with BatchNorm; basic blocks or bottlenecks, [`ResidualBlockKind`]), and
 //!   their CIFAR variants (ResNet18's: 11,173,962).
-//! - [`Vgg`]: VGG16 and VGG16-BN in torchvision's layout (138,357,544 and 138,365,992
-//!   parameters) and a CIFAR variant.
-//! - [`ConvNext`]: ConvNeXt-T (28,589,128 parameters), LayerNorm over channels by default,
-//!   layer scale and stochastic depth, and a small configuration for 32×32 images.
+//! - [`Vgg`]: VGG11, 13, 16 and 19, with and without BatchNorm, in torchvision's layout
+//!   (132,863,336 to 143,678,248 parameters; VGG16 138,357,544) and a CIFAR variant.
+//! - [`ConvNext`]: ConvNeXt-T, S, B and L (28,589,128 to 197,767,336 parameters), LayerNorm
+//!   over channels by default, layer scale and stochastic depth, and a small configuration for
+//!   32×32 images.
 //! - [`ResnetGenerator`]: the CycleGAN ResNet generator (11,378,179 parameters with 9 blocks,
 //!   7,837,699 with 6), InstanceNorm by default, and its [`PatchDiscriminator`] (2,764,737).
 //! - [`UNet`]: U-Net for segmentation (31,037,698 parameters with BatchNorm at base width 64),
@@ -71,9 +72,11 @@ pub use common::conv_bias_before;
 pub use convnext::{ConvNext, ConvNextBlock, ConvNextConfig, DownsampleLayer, DropPath};
 pub use cyclegan::{ResnetBlock, ResnetGenerator, ResnetGeneratorConfig};
 pub use download::{
+    CONVNEXT_BASE_IMAGENET, CONVNEXT_LARGE_IMAGENET, CONVNEXT_SMALL_IMAGENET,
     CONVNEXT_TINY_IMAGENET, RESNET18_IMAGENET, RESNET34_IMAGENET, RESNET50_IMAGENET,
-    RESNET101_IMAGENET, RESNET152_IMAGENET, VGG16_BN_IMAGENET, VGG16_IMAGENET, checkpoint_path,
-    download_checkpoint, torch_cache_dir,
+    RESNET101_IMAGENET, RESNET152_IMAGENET, VGG11_BN_IMAGENET, VGG11_IMAGENET, VGG13_BN_IMAGENET,
+    VGG13_IMAGENET, VGG16_BN_IMAGENET, VGG16_IMAGENET, VGG19_BN_IMAGENET, VGG19_IMAGENET,
+    checkpoint_path, download_checkpoint, torch_cache_dir,
 };
 pub use error::ModelError;
 pub use image_classifier::ImageClassifier;
@@ -92,4 +95,4 @@ pub use transformer::{
     TransformerEncoder, TransformerTrunk,
 };
 pub use unet::{DoubleConv, UNet, UNetConfig};
-pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg16_stages};
+pub use vgg::{ConvNormRelu, Vgg, VggConfig, VggHead, vgg_stages, vgg16_stages};

@@ -8,9 +8,11 @@ use burn::tensor::Device;
 use normzoo_norm::NormConfig;
 
 use crate::{
+    CONVNEXT_BASE_IMAGENET, CONVNEXT_LARGE_IMAGENET, CONVNEXT_SMALL_IMAGENET,
     CONVNEXT_TINY_IMAGENET, ConvNextConfig, ImageClassifier, ModelError, RESNET18_IMAGENET,
     RESNET34_IMAGENET, RESNET50_IMAGENET, RESNET101_IMAGENET, RESNET152_IMAGENET, ResNetConfig,
-    ResNetStem, VGG16_BN_IMAGENET, VGG16_IMAGENET, VggConfig,
+    ResNetStem, VGG11_BN_IMAGENET, VGG11_IMAGENET, VGG13_BN_IMAGENET, VGG13_IMAGENET,
+    VGG16_BN_IMAGENET, VGG16_IMAGENET, VGG19_BN_IMAGENET, VGG19_IMAGENET, VggConfig,
 };
 
 /// One model of the zoo.
@@ -123,6 +125,69 @@ fn swapped<C>(config: C, norm: Option<NormConfig>, with_norm: fn(C, NormConfig) 
 /// The evaluation transform of torchvision's ResNet and VGG weights.
 const RESIZE_256_CROP_224: (u32, u32) = (256, 224);
 
+/// The registry's entry for a ConvNeXt in torchvision's layout with torchvision's ImageNet
+/// weights at `$url`, scored with the shorter side resized to `$resize` and a 224×224 centre
+/// crop, built by `$config` (a `ConvNextConfig` constructor taking the class count).
+macro_rules! convnext {
+    ($name:literal, $model:literal, $url:expr, $resize:literal, $config:path) => {
+        Architecture {
+            name: $name,
+            aliases: &[],
+            description: concat!(
+                $model,
+                ", torchvision's layout, 224×224, channels-first layer norm"
+            ),
+            classifier: Some(Classifier {
+                image_size: 224,
+                imagenet: Some(ImagenetWeights {
+                    url: $url,
+                    resize: $resize,
+                    crop: 224,
+                }),
+                build: |classes, norm, device| {
+                    let config = swapped($config(classes), norm, ConvNextConfig::with_norm);
+                    Ok(ImageClassifier::ConvNext(config.init(device)?))
+                },
+            }),
+        }
+    };
+}
+
+/// The registry's entry for a VGG in torchvision's layout with torchvision's ImageNet weights at
+/// `$url`, built by `$config` (a `VggConfig` constructor taking the class count), with batch
+/// norm after every convolution (`bn`) or no normalizer.
+macro_rules! vgg {
+    ($name:literal, $model:literal, $url:expr, $config:path) => {
+        vgg!(@ $name, concat!($model, ", torchvision's layout, 224×224, no normalization"), $url,
+            |classes| $config(classes))
+    };
+    (bn $name:literal, $model:literal, $url:expr, $config:path) => {
+        vgg!(@ $name,
+            concat!($model, ", torchvision's layout, 224×224, batch norm after every convolution"),
+            $url, |classes| $config(classes).with_norm(NormConfig::batch()))
+    };
+    (@ $name:literal, $description:expr, $url:expr, $config:expr) => {
+        Architecture {
+            name: $name,
+            aliases: &[],
+            description: $description,
+            classifier: Some(Classifier {
+                image_size: 224,
+                imagenet: Some(ImagenetWeights {
+                    url: $url,
+                    resize: RESIZE_256_CROP_224.0,
+                    crop: RESIZE_256_CROP_224.1,
+                }),
+                build: |classes, norm, device| {
+                    let config: fn(usize) -> VggConfig = $config;
+                    let config = swapped(config(classes), norm, VggConfig::with_norm);
+                    Ok(ImageClassifier::Vgg(config.init(device)?))
+                },
+            }),
+        }
+    };
+}
+
 /// The registry's entry for a ResNet built by `$config` (a `ResNetConfig` constructor taking
 /// the class count): in torchvision's layout with torchvision's ImageNet weights at `$url`, or
 /// (`cifar`) with the CIFAR stem.
@@ -168,7 +233,7 @@ macro_rules! resnet {
 }
 
 /// Every model of the zoo.
-pub const ARCHITECTURES: [Architecture; 20] = [
+pub const ARCHITECTURES: [Architecture; 29] = [
     Architecture {
         name: "mlp",
         aliases: &[],
@@ -208,41 +273,14 @@ pub const ARCHITECTURES: [Architecture; 20] = [
     resnet!(cifar "resnet18-cifar", "ResNet18", ResNetConfig::resnet18),
     resnet!(cifar "resnet34-cifar", "ResNet34", ResNetConfig::resnet34),
     resnet!(cifar "resnet50-cifar", "ResNet50", ResNetConfig::resnet50),
-    Architecture {
-        name: "vgg16",
-        aliases: &[],
-        description: "VGG16, torchvision's layout, 224×224, no normalization",
-        classifier: Some(Classifier {
-            image_size: 224,
-            imagenet: Some(ImagenetWeights {
-                url: VGG16_IMAGENET,
-                resize: RESIZE_256_CROP_224.0,
-                crop: RESIZE_256_CROP_224.1,
-            }),
-            build: |classes, norm, device| {
-                let config = swapped(VggConfig::vgg16(classes), norm, VggConfig::with_norm);
-                Ok(ImageClassifier::Vgg(config.init(device)?))
-            },
-        }),
-    },
-    Architecture {
-        name: "vgg16-bn",
-        aliases: &[],
-        description: "VGG16-BN, torchvision's layout, 224×224, batch norm after every \
-                      convolution",
-        classifier: Some(Classifier {
-            image_size: 224,
-            imagenet: Some(ImagenetWeights {
-                url: VGG16_BN_IMAGENET,
-                resize: RESIZE_256_CROP_224.0,
-                crop: RESIZE_256_CROP_224.1,
-            }),
-            build: |classes, norm, device| {
-                let config = swapped(VggConfig::vgg16_bn(classes), norm, VggConfig::with_norm);
-                Ok(ImageClassifier::Vgg(config.init(device)?))
-            },
-        }),
-    },
+    vgg!("vgg11", "VGG11", VGG11_IMAGENET, VggConfig::vgg11),
+    vgg!(bn "vgg11-bn", "VGG11-BN", VGG11_BN_IMAGENET, VggConfig::vgg11),
+    vgg!("vgg13", "VGG13", VGG13_IMAGENET, VggConfig::vgg13),
+    vgg!(bn "vgg13-bn", "VGG13-BN", VGG13_BN_IMAGENET, VggConfig::vgg13),
+    vgg!("vgg16", "VGG16", VGG16_IMAGENET, VggConfig::vgg16),
+    vgg!(bn "vgg16-bn", "VGG16-BN", VGG16_BN_IMAGENET, VggConfig::vgg16),
+    vgg!("vgg19", "VGG19", VGG19_IMAGENET, VggConfig::vgg19),
+    vgg!(bn "vgg19-bn", "VGG19-BN", VGG19_BN_IMAGENET, VggConfig::vgg19),
     // Until the registry this name built the batch-norm model, now vgg16-bn-cifar: the CIFAR
     // names now mirror torchvision's `vgg16` and `vgg16_bn`.
     Architecture {
@@ -273,27 +311,34 @@ pub const ARCHITECTURES: [Architecture; 20] = [
             },
         }),
     },
-    Architecture {
-        name: "convnext-tiny",
-        aliases: &[],
-        description: "ConvNeXt-T, torchvision's layout, 224×224, channels-first layer norm",
-        classifier: Some(Classifier {
-            image_size: 224,
-            imagenet: Some(ImagenetWeights {
-                url: CONVNEXT_TINY_IMAGENET,
-                resize: 236,
-                crop: 224,
-            }),
-            build: |classes, norm, device| {
-                let config = swapped(
-                    ConvNextConfig::tiny(classes),
-                    norm,
-                    ConvNextConfig::with_norm,
-                );
-                Ok(ImageClassifier::ConvNext(config.init(device)?))
-            },
-        }),
-    },
+    convnext!(
+        "convnext-tiny",
+        "ConvNeXt-T",
+        CONVNEXT_TINY_IMAGENET,
+        236,
+        ConvNextConfig::tiny
+    ),
+    convnext!(
+        "convnext-small",
+        "ConvNeXt-S",
+        CONVNEXT_SMALL_IMAGENET,
+        230,
+        ConvNextConfig::small
+    ),
+    convnext!(
+        "convnext-base",
+        "ConvNeXt-B",
+        CONVNEXT_BASE_IMAGENET,
+        232,
+        ConvNextConfig::base
+    ),
+    convnext!(
+        "convnext-large",
+        "ConvNeXt-L",
+        CONVNEXT_LARGE_IMAGENET,
+        232,
+        ConvNextConfig::large
+    ),
     Architecture {
         name: "convnext-cifar",
         aliases: &[],
@@ -416,8 +461,9 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "unknown model `resnet200`: expected one of resnet18, resnet34, resnet50, resnet101, \
-             resnet152, resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg16, vgg16-bn, \
-             vgg16-cifar, vgg16-bn-cifar, convnext-tiny, convnext-cifar"
+             resnet152, resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg11, vgg11-bn, vgg13, \
+             vgg13-bn, vgg16, vgg16-bn, vgg19, vgg19-bn, vgg16-cifar, vgg16-bn-cifar, \
+             convnext-tiny, convnext-small, convnext-base, convnext-large, convnext-cifar"
         );
         assert!(ImageClassifier::from_name("unet", 10, None, &device).is_err());
     }

@@ -1,5 +1,5 @@
-//! VGG16 ([Simonyan & Zisserman, 2015](https://arxiv.org/abs/1409.1556)) in torchvision's layout,
-//! without a normalizer (`vgg16`) or with any (`vgg16_bn` is BatchNorm).
+//! VGG11, 13, 16 and 19 ([Simonyan & Zisserman, 2015](https://arxiv.org/abs/1409.1556)) in
+//! torchvision's layout, without a normalizer (`vgg16`) or with any (`vgg16_bn` is BatchNorm).
 
 use burn::config::Config;
 use burn::module::Module;
@@ -51,15 +51,21 @@ pub struct VggConfig {
     pub dropout: f64,
 }
 
-/// VGG16's stages: configuration "D" of the paper.
+/// The paper's stages with `convolutions` 3×3 convolutions in each of the five, of 64, 128,
+/// 256, 512 and 512 channels: `[1, 1, 2, 2, 2]` is configuration "A" (VGG11), `[2, 2, 2, 2, 2]`
+/// "B" (VGG13), `[2, 2, 3, 3, 3]` "D" (VGG16), `[2, 2, 4, 4, 4]` "E" (VGG19).
+pub fn vgg_stages(convolutions: [usize; 5]) -> Vec<Vec<usize>> {
+    [64, 128, 256, 512, 512]
+        .into_iter()
+        .zip(convolutions)
+        .map(|(channels, count)| vec![channels; count])
+        .collect()
+}
+
+/// VGG16's stages: configuration "D" of the paper, `[[64, 64], [128, 128], [256; 3], [512; 3],
+/// [512; 3]]`.
 pub fn vgg16_stages() -> Vec<Vec<usize>> {
-    vec![
-        vec![64, 64],
-        vec![128, 128],
-        vec![256, 256, 256],
-        vec![512, 512, 512],
-        vec![512, 512, 512],
-    ]
+    vgg_stages([2, 2, 3, 3, 3])
 }
 
 impl VggConfig {
@@ -71,6 +77,24 @@ impl VggConfig {
     /// torchvision's `vgg16_bn(num_classes)`: 138,365,992 parameters at 1000 classes.
     pub fn vgg16_bn(num_classes: usize) -> Self {
         Self::vgg16(num_classes).with_norm(NormConfig::batch())
+    }
+
+    /// torchvision's `vgg11(num_classes)` (configuration "A"): 132,863,336 parameters at 1000
+    /// classes; 132,868,840 with `.with_norm(NormConfig::batch())`, torchvision's `vgg11_bn`.
+    pub fn vgg11(num_classes: usize) -> Self {
+        Self::vgg16(num_classes).with_stages(vgg_stages([1, 1, 2, 2, 2]))
+    }
+
+    /// torchvision's `vgg13(num_classes)` (configuration "B"): 133,047,848 parameters at 1000
+    /// classes; 133,053,736 with `.with_norm(NormConfig::batch())`, torchvision's `vgg13_bn`.
+    pub fn vgg13(num_classes: usize) -> Self {
+        Self::vgg16(num_classes).with_stages(vgg_stages([2, 2, 2, 2, 2]))
+    }
+
+    /// torchvision's `vgg19(num_classes)` (configuration "E"): 143,667,240 parameters at 1000
+    /// classes; 143,678,248 with `.with_norm(NormConfig::batch())`, torchvision's `vgg19_bn`.
+    pub fn vgg19(num_classes: usize) -> Self {
+        Self::vgg16(num_classes).with_stages(vgg_stages([2, 2, 4, 4, 4]))
     }
 
     /// VGG16 for 32×32 images with the given normalizer and a single linear classifier.
@@ -279,6 +303,71 @@ mod tests {
         drop(plain);
         let bn = VggConfig::vgg16_bn(1000).init(&device).unwrap();
         assert_eq!(num_trainable_params(&bn), 138_365_992);
+    }
+
+    /// torchvision's counts for `vgg11`, `vgg13`, `vgg19` and their `_bn` variants.
+    #[test]
+    fn vgg11_13_19_have_torchvisions_parameter_counts() {
+        let device = cpu().autodiff();
+        for (config, plain, with_bn) in [
+            (VggConfig::vgg11(1000), 132_863_336, 132_868_840),
+            (VggConfig::vgg13(1000), 133_047_848, 133_053_736),
+            (VggConfig::vgg19(1000), 143_667_240, 143_678_248),
+        ] {
+            let convolutions: Vec<_> = config.stages.iter().map(Vec::len).collect();
+            let model = config.init(&device).unwrap();
+            assert_eq!(num_trainable_params(&model), plain, "{convolutions:?}");
+            drop(model);
+            let model = config.with_norm(NormConfig::batch()).init(&device).unwrap();
+            assert_eq!(num_trainable_params(&model), with_bn, "{convolutions:?} BN");
+        }
+    }
+
+    /// The indices of torchvision's `features` (convolution, batch norm, ReLU, and a max-pool
+    /// after each stage) for configurations other than VGG16's, as `torchvision.models` numbers
+    /// them.
+    #[test]
+    fn renames_follow_torchvisions_feature_indices() {
+        let device = cpu();
+        let narrow = |config: VggConfig| {
+            let stages = config
+                .stages
+                .iter()
+                .map(|stage| vec![2; stage.len()])
+                .collect();
+            let model = config
+                .with_stages(stages)
+                .with_hidden(4)
+                .init(&device)
+                .unwrap();
+            model.renames()
+        };
+        let convolutions = |renames: Vec<(String, String)>| -> Vec<String> {
+            renames
+                .into_iter()
+                .filter(|(_, ours)| ours.ends_with(".conv"))
+                .map(|(theirs, _)| theirs)
+                .collect()
+        };
+        let features = |indices: &[usize]| -> Vec<String> {
+            indices.iter().map(|i| format!("features.{i}")).collect()
+        };
+        assert_eq!(
+            convolutions(narrow(VggConfig::vgg11(10))),
+            features(&[0, 3, 6, 8, 11, 13, 16, 18])
+        );
+        let vgg11_bn = narrow(VggConfig::vgg11(10).with_norm(NormConfig::batch()));
+        assert!(vgg11_bn.contains(&("features.26".into(), "stages.4.1.norm".into())));
+        assert_eq!(
+            convolutions(vgg11_bn),
+            features(&[0, 4, 8, 11, 15, 18, 22, 25])
+        );
+        let vgg19_bn = narrow(VggConfig::vgg19(10).with_norm(NormConfig::batch()));
+        assert!(vgg19_bn.contains(&("features.50".into(), "stages.4.3.norm".into())));
+        assert_eq!(
+            convolutions(vgg19_bn),
+            features(&[0, 3, 7, 10, 14, 17, 20, 23, 27, 30, 33, 36, 40, 43, 46, 49])
+        );
     }
 
     /// The CIFAR head: 14,714,688 in the convolutions, plus the normalizers (2·4224 with an
