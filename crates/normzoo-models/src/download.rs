@@ -1,14 +1,13 @@
-//! Downloading checkpoints into torch's cache, so that a file torchvision already fetched is
-//! reused and one we fetch is torchvision's too.
+//! torchvision's checkpoint addresses, and checkpoints in torch's cache: a file torchvision
+//! already fetched is reused, and one we fetch (with the `download` feature, `fetch.rs`) is
+//! torchvision's too.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
-
 use crate::CheckpointError;
+
+#[cfg(feature = "download")]
+mod fetch;
 
 /// torchvision's ImageNet ResNet18 (`ResNet18_Weights.IMAGENET1K_V1`, 69.758% top-1).
 pub const RESNET18_IMAGENET: &str = "https://download.pytorch.org/models/resnet18-f37072fd.pth";
@@ -95,6 +94,10 @@ pub fn torch_cache_dir() -> Option<PathBuf> {
 /// The checkpoint at `url`, from `cache_dir` when it is there, else downloaded into it (with a
 /// progress bar on stderr) and returned. `cache_dir` `None` is [`torch_cache_dir`].
 ///
+/// Downloading needs the `download` cargo feature (on in the `normzoo` crate by default, off
+/// in `normzoo-models`, so that a program wanting only layers and models builds no HTTP client,
+/// async runtime or TLS library); a file already in the cache needs nothing.
+///
 /// As torch's `load_state_dict_from_url`, a file name with a hash part (`name-<hex>.pth`) is
 /// checked: the SHA-256 of the download must begin with it. The download goes to a `.partial`
 /// file first and is renamed only once complete and checked, so the cache never holds a
@@ -102,8 +105,9 @@ pub fn torch_cache_dir() -> Option<PathBuf> {
 ///
 /// # Errors
 ///
-/// [`CheckpointError::Download`]: no cache directory, the server unreachable or answering with
-/// an error, a hash that does not match, or the file not writable.
+/// [`CheckpointError::Download`]: no cache directory, the file not in the cache in a build
+/// without the `download` feature (the message names it), the server unreachable or answering
+/// with an error, a hash that does not match, or the file not writable.
 pub fn download_checkpoint(
     url: &str,
     cache_dir: Option<&Path>,
@@ -126,70 +130,23 @@ pub fn download_checkpoint(
     if path.is_file() {
         return Ok(path);
     }
-    fs::create_dir_all(&dir).map_err(|err| failed(format!("{}: {err}", dir.display())))?;
-    let partial = dir.join(format!("{name}.partial"));
-    let result = fetch(url, name, &partial).and_then(|digest| match expected_hash(name) {
-        Some(expected) if !hex(&digest).starts_with(expected) => Err(format!(
-            "its SHA-256 is {}, the file name says it begins with {expected}",
-            hex(&digest)
-        )),
-        _ => Ok(()),
-    });
-    match result.and_then(|()| fs::rename(&partial, &path).map_err(|err| err.to_string())) {
-        Ok(()) => Ok(path),
-        Err(reason) => {
-            // Best effort: a partial file is never used, only overwritten next time.
-            let _ = fs::remove_file(&partial);
-            Err(failed(reason))
-        }
-    }
+    #[cfg(feature = "download")]
+    let fetched = fetch::into_cache(url, &dir, name);
+    #[cfg(not(feature = "download"))]
+    let fetched = Err(not_built_in(&path));
+    fetched.map(|()| path).map_err(failed)
 }
 
-/// Streams `url` into `file`, returning the SHA-256 of what came.
-fn fetch(url: &str, name: &str, file: &Path) -> Result<Vec<u8>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| format!("cannot start the download: {err}"))?;
-    runtime.block_on(async {
-        let mut response = reqwest::Client::new()
-            .get(url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|err| err.to_string())?;
-        let mut out = fs::File::create(file).map_err(|err| format!("{}: {err}", file.display()))?;
-        let progress = ProgressBar::new(response.content_length().unwrap_or(0));
-        progress.set_style(
-            ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} ({eta})")
-                .expect("a valid progress template"),
-        );
-        progress.set_message(format!("downloading {name}"));
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = response.chunk().await.map_err(|err| err.to_string())? {
-            out.write_all(&chunk)
-                .map_err(|err| format!("{}: {err}", file.display()))?;
-            hasher.update(&chunk);
-            progress.inc(chunk.len() as u64);
-        }
-        out.sync_all()
-            .map_err(|err| format!("{}: {err}", file.display()))?;
-        progress.finish_and_clear();
-        Ok(hasher.finalize().to_vec())
-    })
-}
-
-/// The hash part of a torch checkpoint's file name: the hex digits after its last `-`, before
-/// the extension (`f37072fd` in `resnet18-f37072fd.pth`).
-fn expected_hash(name: &str) -> Option<&str> {
-    let stem = name.split('.').next()?;
-    let (_, hash) = stem.rsplit_once('-')?;
-    let is_hex = !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit());
-    is_hex.then_some(hash)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+/// Why a checkpoint that is not in the cache cannot be had without the `download` feature, and
+/// what to do instead.
+#[cfg(any(test, not(feature = "download")))]
+fn not_built_in(path: &Path) -> String {
+    format!(
+        "it is not in the cache ({}), and downloading needs normzoo's `download` feature (on in \
+         the `normzoo` crate by default; `features = [\"download\"]` on `normzoo-models`): \
+         enable it, or fetch the file yourself and give its path",
+        path.display()
+    )
 }
 
 #[cfg(test)]
@@ -197,13 +154,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hash_part_of_a_file_name_is_torchs() {
-        assert_eq!(expected_hash("resnet18-f37072fd.pth"), Some("f37072fd"));
-        assert_eq!(
-            expected_hash("convnext_tiny-983f1562.pth"),
-            Some("983f1562")
-        );
-        assert_eq!(expected_hash("my-model.pth"), None);
-        assert_eq!(expected_hash("weights.safetensors"), None);
+    fn without_the_feature_the_error_names_it_and_the_file() {
+        let message = not_built_in(Path::new("cache/resnet18-f37072fd.pth"));
+        assert!(message.contains("cache/resnet18-f37072fd.pth"), "{message}");
+        assert!(message.contains("`download` feature"), "{message}");
+    }
+
+    /// A file in the cache is used as it is, whether or not this build can download.
+    #[test]
+    fn a_cached_checkpoint_needs_no_download() {
+        let dir = std::env::temp_dir().join(format!("normzoo-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cached = dir.join("resnet18-f37072fd.pth");
+        std::fs::write(&cached, b"weights").unwrap();
+        let url = "http://127.0.0.1:9/resnet18-f37072fd.pth";
+        assert_eq!(download_checkpoint(url, Some(&dir)).unwrap(), cached);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
