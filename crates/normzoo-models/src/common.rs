@@ -1,9 +1,31 @@
 //! Small pieces the architectures share.
 
 use burn::module::Param;
-use burn::nn::Initializer;
-use burn::tensor::Tensor;
+use burn::nn::{Initializer, Linear};
+use burn::tensor::{Device, Tensor};
 use normzoo_norm::NormConfig;
+
+use crate::ModelError;
+
+/// A classifier's last linear layer `old` replaced by one for `num_classes` classes, from the
+/// same inputs, on the same device, made by `init(inputs, num_classes, device)`: what every
+/// `reset_classifier` does.
+pub(crate) fn reset_linear(
+    model: &'static str,
+    old: &Linear,
+    num_classes: usize,
+    init: impl FnOnce(usize, usize, &Device) -> Linear,
+) -> Result<Linear, ModelError> {
+    if num_classes == 0 {
+        return Err(ModelError::InvalidConfig {
+            model,
+            message: "num_classes must be greater than zero, got 0".into(),
+        });
+    }
+    let weight = old.weight.val();
+    let [inputs, _] = weight.dims();
+    Ok(init(inputs, num_classes, &weight.device()))
+}
 
 /// The same parameter with every value zero (torchvision's `nn.init.zeros_(bias)`).
 pub(crate) fn zeroed(param: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {

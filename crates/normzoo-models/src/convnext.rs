@@ -8,7 +8,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Distribution, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 
-use crate::common::{normal_002, zeroed};
+use crate::common::{normal_002, reset_linear, zeroed};
 use crate::error::refuse_channels_last;
 use crate::{ModelError, TorchvisionWeights};
 use normzoo_kernels::conv2d;
@@ -272,6 +272,18 @@ impl ConvNextConfig {
 }
 
 impl ConvNext {
+    /// This network with a new last linear layer for `num_classes` classes, initialised as
+    /// `init` initialises it, and everything else kept (timm's `reset_classifier`): to fine-tune
+    /// an ImageNet checkpoint on another dataset.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for zero classes.
+    pub fn reset_classifier(self, num_classes: usize) -> Result<Self, ModelError> {
+        let head = reset_linear(MODEL, &self.head, num_classes, linear)?;
+        Ok(Self { head, ..self })
+    }
+
     /// The logits for a batch of images.
     ///
     /// # Shapes

@@ -32,7 +32,35 @@ pub enum ModelError {
         name: String,
         /// The names it could have been, comma-separated.
         expected: String,
+        /// The one of them closest to the name, if one is close.
+        suggestion: Option<&'static str>,
     },
+}
+
+impl ModelError {
+    /// [`ModelError::UnknownModel`] for `name`, one of `known` expected: suggests the known name
+    /// closest to it (Jaro-Winkler similarity at least 0.8, ignoring case, `_` as `-`), as a
+    /// command line's "did you mean".
+    pub fn unknown_model(name: &str, known: &[&'static str]) -> Self {
+        let comparable = |name: &str| name.trim().to_ascii_lowercase().replace('_', "-");
+        let given = comparable(name);
+        let suggestion = known
+            .iter()
+            .map(|&candidate| {
+                (
+                    strsim::jaro_winkler(&given, &comparable(candidate)),
+                    candidate,
+                )
+            })
+            .filter(|&(similarity, _)| similarity >= 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, candidate)| candidate);
+        Self::UnknownModel {
+            name: name.into(),
+            expected: known.join(", "),
+            suggestion,
+        }
+    }
 }
 
 impl fmt::Display for ModelError {
@@ -48,8 +76,16 @@ impl fmt::Display for ModelError {
             ),
             Self::InvalidConfig { model, message } => write!(f, "{model}: {message}"),
             Self::Norm(err) => err.fmt(f),
-            Self::UnknownModel { name, expected } => {
-                write!(f, "unknown model `{name}`: expected one of {expected}")
+            Self::UnknownModel {
+                name,
+                expected,
+                suggestion,
+            } => {
+                write!(f, "unknown model `{name}`: ")?;
+                if let Some(suggestion) = suggestion {
+                    write!(f, "did you mean `{suggestion}`? ")?;
+                }
+                write!(f, "expected one of {expected}")
             }
         }
     }

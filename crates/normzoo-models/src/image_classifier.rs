@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use crate::{ConvNext, ResNet, TorchvisionWeights, Vgg};
+use crate::{ConvNext, ModelError, ResNet, TorchvisionWeights, Vgg};
 
 /// An image classifier chosen by name ([`from_name`](Self::from_name), from the
 /// [registry](crate::ARCHITECTURES)): `[N, 3, H, W]` images to `[N, num_classes]` logits. Every
@@ -33,6 +33,20 @@ impl ImageClassifier {
             Self::ConvNext(model) => model.forward(images),
         }
     }
+
+    /// This classifier with a new last linear layer for `num_classes` classes, initialised as
+    /// its architecture initialises it, and everything else kept (timm's `reset_classifier`).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for zero classes.
+    pub fn reset_classifier(self, num_classes: usize) -> Result<Self, ModelError> {
+        Ok(match self {
+            Self::ResNet(model) => Self::ResNet(model.reset_classifier(num_classes)?),
+            Self::Vgg(model) => Self::Vgg(model.reset_classifier(num_classes)?),
+            Self::ConvNext(model) => Self::ConvNext(model.reset_classifier(num_classes)?),
+        })
+    }
 }
 
 /// The chosen architecture's table and names: an enum's variant adds nothing to the keys.
@@ -58,6 +72,45 @@ impl TorchvisionWeights for ImageClassifier {
             Self::ResNet(model) => model.renames(),
             Self::Vgg(model) => model.renames(),
             Self::ConvNext(model) => model.renames(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::common::cpu;
+    use crate::num_trainable_params;
+
+    /// Every classifier's head is replaced by a trainable one with the same inputs and the new
+    /// number of outputs.
+    #[test]
+    fn reset_classifier_replaces_only_the_last_layer() {
+        let device = cpu().autodiff();
+        for name in ["resnet18-cifar", "vgg16-bn-cifar", "convnext-cifar"] {
+            let model = ImageClassifier::from_name(name, 10, None, &device).unwrap();
+            let before = num_trainable_params(&model);
+            let model = model.reset_classifier(3).unwrap();
+            let inputs = match &model {
+                ImageClassifier::ResNet(model) => model.fc.weight.dims()[0],
+                ImageClassifier::Vgg(model) => model.fc.weight.dims()[0],
+                ImageClassifier::ConvNext(model) => model.head.weight.dims()[0],
+            };
+            // 10 classes' weights and biases became 3 classes'.
+            assert_eq!(
+                num_trainable_params(&model),
+                before - 7 * (inputs + 1),
+                "{name}"
+            );
+            let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
+            assert_eq!(model.forward(images).dims(), [2, 3], "{name}");
+            let err = model.reset_classifier(0).unwrap_err().to_string();
+            assert!(
+                err.ends_with("num_classes must be greater than zero, got 0"),
+                "{err}"
+            );
         }
     }
 }

@@ -88,6 +88,7 @@ pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
 pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};
 pub use registry::{
     ARCHITECTURES, Architecture, Classifier, ImagenetWeights, find_architecture, image_classifiers,
+    list_models,
 };
 pub use resnet::{Downsample, ResNet, ResNetConfig, ResNetStem, ResidualBlock, ResidualBlockKind};
 pub use transformer::{

@@ -55,15 +55,39 @@ pub struct ImagenetWeights {
 }
 
 impl Architecture {
-    /// Whether `name` is this model's name or one of its aliases (case-insensitive).
+    /// Whether `name` is this model's name or one of its aliases, ignoring case and taking `_`
+    /// for `-`, so that torchvision's and timm's spellings work (`vgg16_bn`, `convnext_tiny`).
     pub fn is_called(&self, name: &str) -> bool {
-        let name = name.trim();
-        self.name.eq_ignore_ascii_case(name)
-            || self
-                .aliases
-                .iter()
-                .any(|alias| alias.eq_ignore_ascii_case(name))
+        let name = name.trim().replace('_', "-");
+        std::iter::once(self.name)
+            .chain(self.aliases.iter().copied())
+            .any(|known| known.eq_ignore_ascii_case(&name))
     }
+}
+
+/// The names of [`ARCHITECTURES`] that match `pattern`, as timm's `list_models`: a shell
+/// wildcard (`*` any run of characters, `?` one, `[…]` one of a set), ignoring case and taking
+/// `_` for `-`. `list_models("resnet*")` lists the ResNets, `list_models("*")` every model.
+///
+/// # Errors
+///
+/// [`ModelError::InvalidConfig`] for a pattern that is not a wildcard pattern (`[` unclosed).
+pub fn list_models(pattern: &str) -> Result<Vec<&'static str>, ModelError> {
+    let pattern = glob::Pattern::new(&pattern.trim().replace('_', "-")).map_err(|err| {
+        ModelError::InvalidConfig {
+            model: "list_models",
+            message: format!("`{pattern}` is not a wildcard pattern: {err}"),
+        }
+    })?;
+    let options = glob::MatchOptions {
+        case_sensitive: false,
+        ..glob::MatchOptions::new()
+    };
+    Ok(ARCHITECTURES
+        .iter()
+        .map(|architecture| architecture.name)
+        .filter(|name| pattern.matches_with(name, options))
+        .collect())
 }
 
 /// The model called `name` (or one of its aliases), if the registry has it.
@@ -106,10 +130,7 @@ impl ImageClassifier {
     ) -> Result<Self, ModelError> {
         let classifier = find_architecture(name)
             .and_then(|architecture| architecture.classifier)
-            .ok_or_else(|| ModelError::UnknownModel {
-                name: name.into(),
-                expected: Self::names().join(", "),
-            })?;
+            .ok_or_else(|| ModelError::unknown_model(name, &Self::names()))?;
         (classifier.build)(num_classes, norm, device)
     }
 }
@@ -457,14 +478,58 @@ mod tests {
         };
         assert!(matches!(convnext.stem_norm, normzoo_norm::Norm::Group(_)));
         assert_eq!(
-            ImageClassifier::from_name("resnet200", 10, None, &device)
+            ImageClassifier::from_name("efficientnet-b0", 10, None, &device)
                 .unwrap_err()
                 .to_string(),
-            "unknown model `resnet200`: expected one of resnet18, resnet34, resnet50, resnet101, \
+            "unknown model `efficientnet-b0`: expected one of resnet18, resnet34, resnet50, resnet101, \
              resnet152, resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg11, vgg11-bn, vgg13, \
              vgg13-bn, vgg16, vgg16-bn, vgg19, vgg19-bn, vgg16-cifar, vgg16-bn-cifar, \
              convnext-tiny, convnext-small, convnext-base, convnext-large, convnext-cifar"
         );
         assert!(ImageClassifier::from_name("unet", 10, None, &device).is_err());
+    }
+
+    #[test]
+    fn a_misspelt_name_gets_the_closest_one_and_torchvisions_spellings_work() {
+        let device = cpu();
+        let err = ImageClassifier::from_name("resnt50", 10, None, &device).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown model `resnt50`: did you mean `resnet50`? expected one of"),
+            "{err}"
+        );
+        let err = ImageClassifier::from_name("efficientnet", 10, None, &device).unwrap_err();
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+        for (spelling, name) in [("vgg16_bn", "vgg16-bn"), ("ConvNeXt_Tiny", "convnext-tiny")] {
+            assert_eq!(find_architecture(spelling).unwrap().name, name);
+        }
+    }
+
+    #[test]
+    fn list_models_takes_timms_wildcards() {
+        assert_eq!(
+            list_models("resnet*").unwrap(),
+            [
+                "resnet18",
+                "resnet34",
+                "resnet50",
+                "resnet101",
+                "resnet152",
+                "resnet18-cifar",
+                "resnet34-cifar",
+                "resnet50-cifar"
+            ]
+        );
+        assert_eq!(
+            list_models("VGG1?_BN").unwrap(),
+            ["vgg11-bn", "vgg13-bn", "vgg16-bn", "vgg19-bn"]
+        );
+        assert_eq!(list_models("*").unwrap().len(), ARCHITECTURES.len());
+        assert!(list_models("efficientnet*").unwrap().is_empty());
+        let err = list_models("resnet[").unwrap_err().to_string();
+        assert!(
+            err.starts_with("list_models: `resnet[` is not a wildcard pattern"),
+            "{err}"
+        );
     }
 }

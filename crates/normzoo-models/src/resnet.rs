@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::common::reset_linear;
 use crate::error::refuse_channels_last;
 use crate::{ModelError, TorchvisionWeights};
 use normzoo_kernels::conv2d;
@@ -297,6 +298,20 @@ impl ResNetConfig {
 }
 
 impl ResNet {
+    /// This network with a new last linear layer for `num_classes` classes, initialised as
+    /// `init` initialises it, and everything else kept (timm's `reset_classifier`): to fine-tune
+    /// an ImageNet checkpoint on another dataset.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for zero classes.
+    pub fn reset_classifier(self, num_classes: usize) -> Result<Self, ModelError> {
+        let fc = reset_linear(MODEL, &self.fc, num_classes, |inputs, classes, device| {
+            LinearConfig::new(inputs, classes).init(device)
+        })?;
+        Ok(Self { fc, ..self })
+    }
+
     /// The logits for a batch of images.
     ///
     /// # Shapes

@@ -56,12 +56,11 @@ pub fn cifar_model(name: &str) -> Result<&'static Architecture, ModelError> {
         .map_or(name, |(_, now)| now);
     cifar_models()
         .find(|architecture| architecture.is_called(meant))
-        .ok_or_else(|| ModelError::UnknownModel {
-            name: name.into(),
-            expected: cifar_models()
+        .ok_or_else(|| {
+            let names: Vec<_> = cifar_models()
                 .map(|architecture| architecture.name)
-                .collect::<Vec<_>>()
-                .join(", "),
+                .collect();
+            ModelError::unknown_model(name, &names)
         })
 }
 
@@ -372,8 +371,9 @@ mod tests {
         }
         assert_eq!(
             cifar_model("convnext-tiny").unwrap_err().to_string(),
-            "unknown model `convnext-tiny`: expected one of resnet18-cifar, resnet34-cifar, \
-             resnet50-cifar, vgg16-cifar, vgg16-bn-cifar, convnext-cifar"
+            "unknown model `convnext-tiny`: did you mean `convnext-cifar`? expected one of \
+             resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg16-cifar, vgg16-bn-cifar, \
+             convnext-cifar"
         );
     }
 
