@@ -10,7 +10,7 @@ use normzoo_norm::{Norm, NormConfig};
 
 use crate::common::{normal_002, reset_linear, zeroed};
 use crate::error::refuse_channels_last;
-use crate::{ModelError, TorchvisionWeights};
+use crate::{Backbone, FeatureInfo, ModelError, TorchvisionWeights};
 use normzoo_kernels::conv2d;
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
@@ -296,14 +296,7 @@ impl ConvNext {
     /// When the images do not have 3 channels or are too small, or a normalizer refuses its
     /// input (BatchNorm training on one value per channel).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = self.stem_norm.forward(conv2d(&self.stem, images));
-        for (stage, blocks) in self.stages.iter().enumerate() {
-            if stage > 0 {
-                let down = &self.downsample[stage - 1];
-                x = conv2d(&down.conv, down.norm.forward(x));
-            }
-            x = blocks.iter().fold(x, |x, block| block.forward(x));
-        }
+        let x = self.forward_features(images);
         // Global average pooling, keeping [N, C, 1, 1] so that any channels-first
         // normalizer applies in the head.
         let pooled = x.mean_dim(3).mean_dim(2);
@@ -328,6 +321,40 @@ impl ConvNextBlock {
         let x = x.mul(self.gamma.val().reshape([1, 1, 1, c]));
         let x = x.permute([0, 3, 1, 2]); // [N, C, H, W]
         input.add(self.drop_path.forward(x))
+    }
+}
+
+/// Four maps, each stage's: at 1/4, 1/8, 1/16 and 1/32 of the input with the ImageNet stem
+/// (`stem_patch` 4), 1/2 to 1/16 with the CIFAR one.
+impl Backbone for ConvNext {
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        let stem = FeatureInfo {
+            channels: self.stem.weight.dims()[0],
+            reduction: self.stem.stride[0],
+        };
+        let mut info = vec![stem];
+        for down in &self.downsample {
+            let previous = info[info.len() - 1];
+            info.push(FeatureInfo {
+                channels: down.conv.weight.dims()[0],
+                reduction: previous.reduction * down.conv.stride[0],
+            });
+        }
+        info
+    }
+
+    fn stage(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
+        let Some(blocks) = self.stages.get(index) else {
+            panic!("ConvNext: no stage {index}: it has {}", self.stages.len())
+        };
+        let x = match index {
+            0 => self.stem_norm.forward(conv2d(&self.stem, x)),
+            _ => {
+                let down = &self.downsample[index - 1];
+                conv2d(&down.conv, down.norm.forward(x))
+            }
+        };
+        blocks.iter().fold(x, |x, block| block.forward(x))
     }
 }
 

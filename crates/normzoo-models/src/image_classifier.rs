@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use crate::{ConvNext, ModelError, ResNet, TorchvisionWeights, Vgg};
+use crate::{Backbone, ConvNext, FeatureInfo, ModelError, ResNet, TorchvisionWeights, Vgg};
 
 /// An image classifier chosen by name ([`from_name`](Self::from_name), from the
 /// [registry](crate::ARCHITECTURES)): `[N, 3, H, W]` images to `[N, num_classes]` logits. Every
@@ -46,6 +46,25 @@ impl ImageClassifier {
             Self::Vgg(model) => Self::Vgg(model.reset_classifier(num_classes)?),
             Self::ConvNext(model) => Self::ConvNext(model.reset_classifier(num_classes)?),
         })
+    }
+}
+
+/// The chosen architecture's maps.
+impl Backbone for ImageClassifier {
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        match self {
+            Self::ResNet(model) => model.feature_info(),
+            Self::Vgg(model) => model.feature_info(),
+            Self::ConvNext(model) => model.feature_info(),
+        }
+    }
+
+    fn stage(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::ResNet(model) => model.stage(index, x),
+            Self::Vgg(model) => model.stage(index, x),
+            Self::ConvNext(model) => model.stage(index, x),
+        }
     }
 }
 

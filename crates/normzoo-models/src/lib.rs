@@ -28,6 +28,9 @@
 //! and both gradients) by im2col and large matrix products (BENCHMARKS.md times it against
 //! burn's own).
 //!
+//! Every image classifier is a [`Backbone`]: each stage's feature map, with its channels and
+//! reduction ([`FeatureInfo`]), for U-Net, detection and segmentation heads.
+//!
 //! The registry, [`ARCHITECTURES`], names every model once and says what it is;
 //! [`ImageClassifier::from_name`] builds the image classifiers by name (`"resnet18-cifar"`,
 //! `"vgg16-bn"`, `"convnext-tiny"`, …), and the registry gives the ImageNet weights of those that
@@ -56,6 +59,7 @@ mod convnext;
 mod cyclegan;
 mod download;
 mod error;
+mod features;
 mod image_classifier;
 mod lstm;
 mod mlp;
@@ -79,6 +83,7 @@ pub use download::{
     checkpoint_path, download_checkpoint, torch_cache_dir,
 };
 pub use error::ModelError;
+pub use features::{Backbone, FeatureInfo};
 pub use image_classifier::ImageClassifier;
 pub use lstm::{Lstm, LstmConfig, LstmLayer, LstmState};
 pub use mlp::{Mlp, MlpBlock, MlpConfig};

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::reset_linear;
 use crate::error::refuse_channels_last;
-use crate::{ModelError, TorchvisionWeights};
+use crate::{Backbone, FeatureInfo, ModelError, TorchvisionWeights};
 use normzoo_kernels::conv2d;
 
 /// The first layers of a [`ResNet`].
@@ -324,23 +324,68 @@ impl ResNet {
     /// When the images do not have 3 channels, or a normalizer refuses its input (BatchNorm
     /// training on one value per channel, InstanceNorm on a 1×1 feature map).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
-        let x = match &self.maxpool {
-            Some(pool) => pool.forward(x),
-            None => x,
-        };
-        let x = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
-            .into_iter()
-            .flatten()
-            .fold(x, |x, block| block.forward(x));
+        let x = self.forward_features(images);
         // Global average pooling (torchvision's AdaptiveAvgPool2d((1, 1)) + flatten).
         let [n, c, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
         self.fc.forward(pooled)
     }
+
+    /// The four stages, `layer1` to `layer4`.
+    fn layers(&self) -> [&Vec<ResidualBlock>; 4] {
+        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+    }
+}
+
+/// Five maps: the stem's (after its ReLU, before the max-pool: timm's `act1`) and each
+/// stage's; at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input with the ImageNet stem, 1, 1, 1/2,
+/// 1/4 and 1/8 with the CIFAR one.
+impl Backbone for ResNet {
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        let mut map = FeatureInfo {
+            channels: self.conv1.weight.dims()[0],
+            reduction: self.conv1.stride[0],
+        };
+        let mut info = vec![map];
+        for (stage, blocks) in self.layers().into_iter().enumerate() {
+            if stage == 0 && self.maxpool.is_some() {
+                map.reduction *= 2;
+            }
+            for block in blocks {
+                map = FeatureInfo {
+                    channels: block.output_channels(),
+                    reduction: map.reduction * block.stride(),
+                };
+            }
+            info.push(map);
+        }
+        info
+    }
+
+    fn stage(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
+        let x = match (index, &self.maxpool) {
+            (0, _) => return relu(self.bn1.forward(conv2d(&self.conv1, x))),
+            (1, Some(pool)) => pool.forward(x),
+            _ => x,
+        };
+        let Some(blocks) = self.layers().get(index - 1).copied() else {
+            panic!("ResNet: no stage {index}: it has 5, the stem and four stages")
+        };
+        blocks.iter().fold(x, |x, block| block.forward(x))
+    }
 }
 
 impl ResidualBlock {
+    /// The channels it outputs.
+    fn output_channels(&self) -> usize {
+        self.conv3.as_ref().unwrap_or(&self.conv2).weight.dims()[0]
+    }
+
+    /// Its stride: the first convolution's in a basic block, the second's in a bottleneck.
+    fn stride(&self) -> usize {
+        self.conv1.stride[0] * self.conv2.stride[0]
+    }
+
     /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, or with a bottleneck's third
     /// convolution `relu(bn3(conv3(relu(bn2(…)))) + shortcut(x))`.
     ///

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{reset_linear, zeroed};
 use crate::error::refuse_channels_last;
-use crate::{ModelError, TorchvisionWeights};
+use crate::{Backbone, FeatureInfo, ModelError, TorchvisionWeights};
 use normzoo_kernels::conv2d;
 
 /// The classifier of a [`Vgg`].
@@ -242,12 +242,7 @@ impl Vgg {
     /// When the images do not have 3 channels, are too small for the pools, or a normalizer
     /// refuses its input.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.stages.iter().fold(images, |x, stage| {
-            let x = stage
-                .iter()
-                .fold(x, |x, unit| relu(unit.norm.forward(conv2d(&unit.conv, x))));
-            self.pool.forward(x)
-        });
+        let x = self.forward_features(images);
         let x = match &self.avgpool {
             Some(pool) => pool.forward(x),
             None => x,
@@ -259,6 +254,50 @@ impl Vgg {
             .iter()
             .fold(x, |x, layer| self.dropout.forward(relu(layer.forward(x))));
         self.fc.forward(x)
+    }
+}
+
+/// Six maps: each stage's before its max-pool, as timm's (1, 1/2, 1/4, 1/8 and 1/16 of the
+/// input for VGG's five stages), and the last pool's (1/32), which the head takes (where timm's
+/// sixth is its pre-logits convolution's).
+impl Backbone for Vgg {
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        let channels =
+            |stage: &Vec<ConvNormRelu>| stage.last().map_or(0, |unit| unit.conv.weight.dims()[0]);
+        let mut info: Vec<_> = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, stage)| FeatureInfo {
+                channels: channels(stage),
+                reduction: 1 << index,
+            })
+            .collect();
+        let last = *info.last().expect("a VGG has stages");
+        info.push(FeatureInfo {
+            reduction: last.reduction * 2,
+            ..last
+        });
+        info
+    }
+
+    fn stage(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
+        let stages = self.stages.len();
+        assert!(
+            index <= stages,
+            "Vgg: no stage {index}: it has {}, each stage and the last pool",
+            stages + 1
+        );
+        let x = match index {
+            0 => x,
+            _ => self.pool.forward(x),
+        };
+        match self.stages.get(index) {
+            Some(stage) => stage
+                .iter()
+                .fold(x, |x, unit| relu(unit.norm.forward(conv2d(&unit.conv, x)))),
+            None => x,
+        }
     }
 }
 
