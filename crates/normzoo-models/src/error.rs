@@ -4,6 +4,8 @@ use core::fmt;
 
 use normzoo_norm::{NormConfig, NormError};
 
+use crate::CheckpointError;
+
 /// Why an architecture could not be built.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelError {
@@ -35,6 +37,9 @@ pub enum ModelError {
         /// The one of them closest to the name, if one is close.
         suggestion: Option<&'static str>,
     },
+    /// The weights a model was to start from could not be had or did not fit
+    /// ([`create_model`](crate::create_model)).
+    Checkpoint(CheckpointError),
 }
 
 impl ModelError {
@@ -87,11 +92,18 @@ impl fmt::Display for ModelError {
                 }
                 write!(f, "expected one of {expected}")
             }
+            Self::Checkpoint(err) => err.fmt(f),
         }
     }
 }
 
 impl std::error::Error for ModelError {}
+
+impl From<CheckpointError> for ModelError {
+    fn from(err: CheckpointError) -> Self {
+        Self::Checkpoint(err)
+    }
+}
 
 impl From<NormError> for ModelError {
     fn from(err: NormError) -> Self {

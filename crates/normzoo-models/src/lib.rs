@@ -92,8 +92,8 @@ pub use params::num_trainable_params;
 pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
 pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};
 pub use registry::{
-    ARCHITECTURES, Architecture, Classifier, ImagenetWeights, find_architecture, image_classifiers,
-    list_models,
+    ARCHITECTURES, Architecture, Classifier, ImagenetWeights, ModelOptions, create_model,
+    find_architecture, image_classifiers, list_models,
 };
 pub use resnet::{Downsample, ResNet, ResNetConfig, ResNetStem, ResidualBlock, ResidualBlockKind};
 pub use transformer::{

@@ -4,6 +4,9 @@
 //! [`ImageClassifier::from_name`] accepts, the 32×32 models a CIFAR run trains, the models with
 //! ImageNet weights) all come from [`ARCHITECTURES`].
 
+use std::path::PathBuf;
+
+use burn::config::Config;
 use burn::tensor::Device;
 use normzoo_norm::NormConfig;
 
@@ -11,8 +14,9 @@ use crate::{
     CONVNEXT_BASE_IMAGENET, CONVNEXT_LARGE_IMAGENET, CONVNEXT_SMALL_IMAGENET,
     CONVNEXT_TINY_IMAGENET, ConvNextConfig, ImageClassifier, ModelError, RESNET18_IMAGENET,
     RESNET34_IMAGENET, RESNET50_IMAGENET, RESNET101_IMAGENET, RESNET152_IMAGENET, ResNetConfig,
-    ResNetStem, VGG11_BN_IMAGENET, VGG11_IMAGENET, VGG13_BN_IMAGENET, VGG13_IMAGENET,
-    VGG16_BN_IMAGENET, VGG16_IMAGENET, VGG19_BN_IMAGENET, VGG19_IMAGENET, VggConfig,
+    ResNetStem, TorchvisionWeights, VGG11_BN_IMAGENET, VGG11_IMAGENET, VGG13_BN_IMAGENET,
+    VGG13_IMAGENET, VGG16_BN_IMAGENET, VGG16_IMAGENET, VGG19_BN_IMAGENET, VGG19_IMAGENET,
+    VggConfig,
 };
 
 /// One model of the zoo.
@@ -37,8 +41,8 @@ pub struct Classifier {
     pub image_size: usize,
     /// torchvision's ImageNet weights for it, if there are any.
     pub imagenet: Option<ImagenetWeights>,
-    /// Builds it for `num_classes` classes, with `norm` in place of its own normalizer.
-    build: fn(usize, Option<NormConfig>, &Device) -> Result<ImageClassifier, ModelError>,
+    /// Builds it as `options` say (their weights aside).
+    build: fn(&ModelOptions, &Device) -> Result<ImageClassifier, ModelError>,
 }
 
 /// torchvision's ImageNet checkpoint of a model, and the evaluation transform it was scored
@@ -131,7 +135,88 @@ impl ImageClassifier {
         let classifier = find_architecture(name)
             .and_then(|architecture| architecture.classifier)
             .ok_or_else(|| ModelError::unknown_model(name, &Self::names()))?;
-        (classifier.build)(num_classes, norm, device)
+        let options = ModelOptions::new()
+            .with_num_classes(num_classes)
+            .with_norm(norm);
+        (classifier.build)(&options, device)
+    }
+}
+
+/// What [`create_model`] builds: timm's `create_model` arguments.
+#[derive(Config, Debug)]
+pub struct ModelOptions {
+    /// The number of classes. Default: 1000.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// A normalizer in place of the model's own. Default: `None`, the model's.
+    pub norm: Option<NormConfig>,
+    /// ConvNeXt's stochastic-depth rate (of its last block). Default: `None`, the model's.
+    pub drop_path_rate: Option<f64>,
+    /// Start from torchvision's ImageNet weights, downloaded into torch's cache or found there
+    /// (downloading needs the `download` feature). A class count other than 1000 keeps its own
+    /// new classifier. Default: `false`.
+    #[config(default = false)]
+    pub pretrained: bool,
+    /// Start from this torchvision checkpoint (`.pth` or `.safetensors`) instead: timm's
+    /// `checkpoint_path`. Default: `None`.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// The image classifier called `name` (a name or alias of [`ARCHITECTURES`]) built as
+/// `options` say, as timm's `create_model`: `create_model("resnet50",
+/// &ModelOptions::new().with_num_classes(10).with_pretrained(true), &device)` fine-tunes
+/// torchvision's ImageNet ResNet50 for 10 classes.
+///
+/// # Errors
+///
+/// [`ModelError::UnknownModel`] for a name that is not an image classifier of the registry,
+/// [`ModelError::InvalidConfig`] for `drop_path_rate` on a model without stochastic depth or
+/// `pretrained` on one without ImageNet weights, [`ModelError::Checkpoint`] when the weights
+/// cannot be downloaded, read or loaded (strictly: every tensor but a replaced classifier),
+/// and the architecture's own errors.
+pub fn create_model(
+    name: &str,
+    options: &ModelOptions,
+    device: &Device,
+) -> Result<ImageClassifier, ModelError> {
+    let invalid = |message: String| ModelError::InvalidConfig {
+        model: "create_model",
+        message,
+    };
+    let (architecture, classifier) = find_architecture(name)
+        .and_then(|architecture| Some((architecture, architecture.classifier?)))
+        .ok_or_else(|| ModelError::unknown_model(name, &ImageClassifier::names()))?;
+    let model = (classifier.build)(options, device)?;
+    if options.drop_path_rate.is_some() && !matches!(model, ImageClassifier::ConvNext(_)) {
+        return Err(invalid(format!(
+            "drop_path_rate: {} has no stochastic depth (ConvNeXt has)",
+            architecture.name
+        )));
+    }
+    let checkpoint = match (&options.checkpoint, options.pretrained, classifier.imagenet) {
+        (Some(path), _, _) => path.clone(),
+        (None, true, Some(weights)) => crate::download_checkpoint(weights.url, None)?,
+        (None, true, None) => {
+            let with_weights: Vec<_> = image_classifiers()
+                .filter(|(_, classifier)| classifier.imagenet.is_some())
+                .map(|(architecture, _)| architecture.name)
+                .collect();
+            return Err(invalid(format!(
+                "pretrained: {} has no ImageNet weights; these have: {}",
+                architecture.name,
+                with_weights.join(", ")
+            )));
+        }
+        (None, false, _) => return Ok(model),
+    };
+    Ok(model.load_torchvision(checkpoint)?.0)
+}
+
+/// `config` with `options`' stochastic-depth rate, if they give one.
+fn with_drop_path(config: ConvNextConfig, options: &ModelOptions) -> ConvNextConfig {
+    match options.drop_path_rate {
+        Some(rate) => config.with_drop_path_rate(rate),
+        None => config,
     }
 }
 
@@ -165,8 +250,10 @@ macro_rules! convnext {
                     resize: $resize,
                     crop: 224,
                 }),
-                build: |classes, norm, device| {
+                build: |options, device| {
+                    let (classes, norm) = (options.num_classes, options.norm.clone());
                     let config = swapped($config(classes), norm, ConvNextConfig::with_norm);
+                    let config = with_drop_path(config, options);
                     Ok(ImageClassifier::ConvNext(config.init(device)?))
                 },
             }),
@@ -199,7 +286,8 @@ macro_rules! vgg {
                     resize: RESIZE_256_CROP_224.0,
                     crop: RESIZE_256_CROP_224.1,
                 }),
-                build: |classes, norm, device| {
+                build: |options, device| {
+                    let (classes, norm) = (options.num_classes, options.norm.clone());
                     let config: fn(usize) -> VggConfig = $config;
                     let config = swapped(config(classes), norm, VggConfig::with_norm);
                     Ok(ImageClassifier::Vgg(config.init(device)?))
@@ -224,7 +312,8 @@ macro_rules! resnet {
             classifier: Some(Classifier {
                 image_size: 32,
                 imagenet: None,
-                build: |classes, norm, device| {
+                build: |options, device| {
+                    let (classes, norm) = (options.num_classes, options.norm.clone());
                     let config = $config(classes).with_stem(ResNetStem::Cifar);
                     let config = swapped(config, norm, ResNetConfig::with_norm);
                     Ok(ImageClassifier::ResNet(config.init(device)?))
@@ -244,7 +333,8 @@ macro_rules! resnet {
                     resize: RESIZE_256_CROP_224.0,
                     crop: RESIZE_256_CROP_224.1,
                 }),
-                build: |classes, norm, device| {
+                build: |options, device| {
+                    let (classes, norm) = (options.num_classes, options.norm.clone());
                     let config = swapped($config(classes), norm, ResNetConfig::with_norm);
                     Ok(ImageClassifier::ResNet(config.init(device)?))
                 },
@@ -311,7 +401,8 @@ pub const ARCHITECTURES: [Architecture; 29] = [
         classifier: Some(Classifier {
             image_size: 32,
             imagenet: None,
-            build: |classes, norm, device| {
+            build: |options, device| {
+                let (classes, norm) = (options.num_classes, options.norm.clone());
                 let config = VggConfig::vgg16_cifar(norm.unwrap_or(NormConfig::None), classes);
                 Ok(ImageClassifier::Vgg(config.init(device)?))
             },
@@ -324,7 +415,8 @@ pub const ARCHITECTURES: [Architecture; 29] = [
         classifier: Some(Classifier {
             image_size: 32,
             imagenet: None,
-            build: |classes, norm, device| {
+            build: |options, device| {
+                let (classes, norm) = (options.num_classes, options.norm.clone());
                 let norm = norm.unwrap_or_else(NormConfig::batch);
                 Ok(ImageClassifier::Vgg(
                     VggConfig::vgg16_cifar(norm, classes).init(device)?,
@@ -367,12 +459,14 @@ pub const ARCHITECTURES: [Architecture; 29] = [
         classifier: Some(Classifier {
             image_size: 32,
             imagenet: None,
-            build: |classes, norm, device| {
+            build: |options, device| {
+                let (classes, norm) = (options.num_classes, options.norm.clone());
                 let config = swapped(
                     ConvNextConfig::cifar(classes),
                     norm,
                     ConvNextConfig::with_norm,
                 );
+                let config = with_drop_path(config, options);
                 Ok(ImageClassifier::ConvNext(config.init(device)?))
             },
         }),
@@ -503,6 +597,72 @@ mod tests {
         for (spelling, name) in [("vgg16_bn", "vgg16-bn"), ("ConvNeXt_Tiny", "convnext-tiny")] {
             assert_eq!(find_architecture(spelling).unwrap().name, name);
         }
+    }
+
+    #[test]
+    fn create_model_sets_stochastic_depth_and_refuses_what_does_not_apply() {
+        let device = cpu();
+        let options = ModelOptions::new()
+            .with_num_classes(10)
+            .with_drop_path_rate(Some(0.3));
+        let ImageClassifier::ConvNext(convnext) =
+            create_model("convnext_cifar", &options, &device).unwrap()
+        else {
+            panic!("convnext-cifar built something else")
+        };
+        let last_block = convnext.stages.last().unwrap().last().unwrap();
+        assert_eq!(last_block.drop_path.prob, 0.3);
+        let err = create_model("resnet18-cifar", &options, &device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "create_model: drop_path_rate: resnet18-cifar has no stochastic depth (ConvNeXt has)"
+        );
+        let pretrained = ModelOptions::new().with_pretrained(true);
+        let err = create_model("vgg16-cifar", &pretrained, &device).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "create_model: pretrained: vgg16-cifar has no ImageNet weights; these have: \
+                 resnet18, resnet34,"
+            ),
+            "{err}"
+        );
+    }
+
+    /// A checkpoint saved from one model starts another built by name: the same weights, and
+    /// its own classifier where the class count differs.
+    #[test]
+    fn create_model_starts_from_a_checkpoint() {
+        let device = cpu();
+        let dir = std::env::temp_dir().join(format!("normzoo-create-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resnet18-cifar.safetensors");
+        let ImageClassifier::ResNet(saved) =
+            ImageClassifier::from_name("resnet18-cifar", 10, None, &device).unwrap()
+        else {
+            panic!("resnet18-cifar built something else")
+        };
+        saved.save_torchvision(&path).unwrap();
+        for classes in [10, 5] {
+            let options = ModelOptions::new()
+                .with_num_classes(classes)
+                .with_checkpoint(Some(path.clone()));
+            let ImageClassifier::ResNet(loaded) =
+                create_model("resnet18-cifar", &options, &device).unwrap()
+            else {
+                panic!("resnet18-cifar built something else")
+            };
+            loaded
+                .conv1
+                .weight
+                .val()
+                .into_data()
+                .assert_eq(&saved.conv1.weight.val().into_data(), true);
+            assert_eq!(loaded.fc.weight.dims(), [512, classes]);
+        }
+        let options = ModelOptions::new().with_checkpoint(Some(dir.join("absent.pth")));
+        let err = create_model("resnet18-cifar", &options, &device).unwrap_err();
+        assert!(matches!(err, ModelError::Checkpoint(_)), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
