@@ -228,21 +228,15 @@ fn swapped<C>(config: C, norm: Option<NormConfig>, with_norm: fn(C, NormConfig) 
     }
 }
 
-/// The evaluation transform of torchvision's ResNet and VGG weights.
-const RESIZE_256_CROP_224: (u32, u32) = (256, 224);
-
-/// The registry's entry for a ConvNeXt in torchvision's layout with torchvision's ImageNet
-/// weights at `$url`, scored with the shorter side resized to `$resize` and a 224×224 centre
-/// crop, built by `$config` (a `ConvNextConfig` constructor taking the class count).
-macro_rules! convnext {
-    ($name:literal, $model:literal, $url:expr, $resize:literal, $config:path) => {
+/// The registry's entry for a 224×224 classifier with torchvision's ImageNet weights at `$url`,
+/// scored with the shorter side resized to `$resize` and the centre 224×224 crop (256 for
+/// torchvision's ResNet and VGG weights), built by `$build`.
+macro_rules! imagenet {
+    ($name:literal, $description:expr, $url:expr, $resize:literal, $build:expr) => {
         Architecture {
             name: $name,
             aliases: &[],
-            description: concat!(
-                $model,
-                ", torchvision's layout, 224×224, channels-first layer norm"
-            ),
+            description: $description,
             classifier: Some(Classifier {
                 image_size: 224,
                 imagenet: Some(ImagenetWeights {
@@ -250,14 +244,32 @@ macro_rules! convnext {
                     resize: $resize,
                     crop: 224,
                 }),
-                build: |options, device| {
-                    let (classes, norm) = (options.num_classes, options.norm.clone());
-                    let config = swapped($config(classes), norm, ConvNextConfig::with_norm);
-                    let config = with_drop_path(config, options);
-                    Ok(ImageClassifier::ConvNext(config.init(device)?))
-                },
+                build: $build,
             }),
         }
+    };
+}
+
+/// The registry's entry for a ConvNeXt in torchvision's layout with torchvision's ImageNet
+/// weights at `$url`, scored with the shorter side resized to `$resize` and a 224×224 centre
+/// crop, built by `$config` (a `ConvNextConfig` constructor taking the class count).
+macro_rules! convnext {
+    ($name:literal, $model:literal, $url:expr, $resize:literal, $config:path) => {
+        imagenet!(
+            $name,
+            concat!(
+                $model,
+                ", torchvision's layout, 224×224, channels-first layer norm"
+            ),
+            $url,
+            $resize,
+            |options, device| {
+                let (classes, norm) = (options.num_classes, options.norm.clone());
+                let config = swapped($config(classes), norm, ConvNextConfig::with_norm);
+                let config = with_drop_path(config, options);
+                Ok(ImageClassifier::ConvNext(config.init(device)?))
+            }
+        )
     };
 }
 
@@ -275,25 +287,12 @@ macro_rules! vgg {
             $url, |classes| $config(classes).with_norm(NormConfig::batch()))
     };
     (@ $name:literal, $description:expr, $url:expr, $config:expr) => {
-        Architecture {
-            name: $name,
-            aliases: &[],
-            description: $description,
-            classifier: Some(Classifier {
-                image_size: 224,
-                imagenet: Some(ImagenetWeights {
-                    url: $url,
-                    resize: RESIZE_256_CROP_224.0,
-                    crop: RESIZE_256_CROP_224.1,
-                }),
-                build: |options, device| {
-                    let (classes, norm) = (options.num_classes, options.norm.clone());
-                    let config: fn(usize) -> VggConfig = $config;
-                    let config = swapped(config(classes), norm, VggConfig::with_norm);
-                    Ok(ImageClassifier::Vgg(config.init(device)?))
-                },
-            }),
-        }
+        imagenet!($name, $description, $url, 256, |options, device| {
+            let (classes, norm) = (options.num_classes, options.norm.clone());
+            let config: fn(usize) -> VggConfig = $config;
+            let config = swapped(config(classes), norm, VggConfig::with_norm);
+            Ok(ImageClassifier::Vgg(config.init(device)?))
+        })
     };
 }
 
@@ -322,24 +321,17 @@ macro_rules! resnet {
         }
     };
     ($name:literal, $model:literal, $url:expr, $config:path) => {
-        Architecture {
-            name: $name,
-            aliases: &[],
-            description: concat!($model, ", torchvision's layout, 224×224, batch norm"),
-            classifier: Some(Classifier {
-                image_size: 224,
-                imagenet: Some(ImagenetWeights {
-                    url: $url,
-                    resize: RESIZE_256_CROP_224.0,
-                    crop: RESIZE_256_CROP_224.1,
-                }),
-                build: |options, device| {
-                    let (classes, norm) = (options.num_classes, options.norm.clone());
-                    let config = swapped($config(classes), norm, ResNetConfig::with_norm);
-                    Ok(ImageClassifier::ResNet(config.init(device)?))
-                },
-            }),
-        }
+        imagenet!(
+            $name,
+            concat!($model, ", torchvision's layout, 224×224, batch norm"),
+            $url,
+            256,
+            |options, device| {
+                let (classes, norm) = (options.num_classes, options.norm.clone());
+                let config = swapped($config(classes), norm, ResNetConfig::with_norm);
+                Ok(ImageClassifier::ResNet(config.init(device)?))
+            }
+        )
     };
 }
 
@@ -663,6 +655,37 @@ mod tests {
         let err = create_model("resnet18-cifar", &options, &device).unwrap_err();
         assert!(matches!(err, ModelError::Checkpoint(_)), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// torchvision's evaluation transform of each model's weights (`weights.transforms()`),
+    /// and the ImageNet-size classifiers all have weights.
+    #[test]
+    fn imagenet_weights_carry_torchvisions_transforms() {
+        for (name, resize) in [
+            ("resnet152", 256),
+            ("vgg11-bn", 256),
+            ("convnext-tiny", 236),
+            ("convnext-small", 230),
+            ("convnext-large", 232),
+        ] {
+            let weights = find_architecture(name)
+                .unwrap()
+                .classifier
+                .unwrap()
+                .imagenet;
+            let weights = weights.unwrap();
+            assert_eq!((weights.resize, weights.crop), (resize, 224), "{name}");
+            assert!(weights.url.ends_with(".pth"), "{name}");
+        }
+        for (architecture, classifier) in image_classifiers() {
+            let has_weights = classifier.imagenet.is_some();
+            assert_eq!(
+                has_weights,
+                classifier.image_size == 224,
+                "{}",
+                architecture.name
+            );
+        }
     }
 
     #[test]
