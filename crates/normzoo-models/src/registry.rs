@@ -567,10 +567,11 @@ mod tests {
             ImageClassifier::from_name("efficientnet-b0", 10, None, &device)
                 .unwrap_err()
                 .to_string(),
-            "unknown model `efficientnet-b0`: expected one of resnet18, resnet34, resnet50, resnet101, \
-             resnet152, resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg11, vgg11-bn, vgg13, \
-             vgg13-bn, vgg16, vgg16-bn, vgg19, vgg19-bn, vgg16-cifar, vgg16-bn-cifar, \
-             convnext-tiny, convnext-small, convnext-base, convnext-large, convnext-cifar"
+            "unknown model `efficientnet-b0`: expected one of resnet18, resnet34, resnet50, \
+             resnet101, resnet152, resnet18-cifar, resnet34-cifar, resnet50-cifar, vgg11, \
+             vgg11-bn, vgg13, vgg13-bn, vgg16, vgg16-bn, vgg19, vgg19-bn, vgg16-cifar, \
+             vgg16-bn-cifar, convnext-tiny, convnext-small, convnext-base, convnext-large, \
+             convnext-cifar"
         );
         assert!(ImageClassifier::from_name("unet", 10, None, &device).is_err());
     }

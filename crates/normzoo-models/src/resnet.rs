@@ -115,8 +115,8 @@ impl ResNetConfig {
 
 /// A residual network, field for field torchvision's `ResNet` (`conv1`, `bn1`, `layer1` …
 /// `layer4`, `fc`; blocks `conv1`, `bn1`, `conv2`, `bn2`, with bottlenecks `conv3`, `bn3`, and
-/// `downsample`), so that weights map by name. The normalizers are [`Norm`]s: any [`NormConfig`] that applies to
-/// `[N, C, H, W]`.
+/// `downsample`), so that weights map by name. The normalizers are [`Norm`]s: any
+/// [`NormConfig`] that applies to `[N, C, H, W]`.
 ///
 /// Convolutions have no bias (the normalizer's shift takes its place, as in torchvision, also
 /// when the normalizer is `none`), and are initialised as torchvision does: Kaiming normal,
