@@ -256,11 +256,14 @@ mod tests {
     }
 
     /// A few steps towards a fixed target image lower the L1 loss on each CPU backend.
+    ///
+    /// Tests share the process's generator, so the seed does not fix the draw: at a step of
+    /// 0.05 the loss fell for 100 of 100 seeds with every normalizer; at 0.1 it rose for 2 of 60.
     #[test]
     fn a_few_steps_lower_the_loss() {
         for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
-            device.seed(7); // repeatable initialisation and data
+            device.seed(7); // repeatable when run alone
             let source =
                 Tensor::<4>::random([2, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
             let target = source.clone().neg().mul_scalar(0.5);
@@ -271,7 +274,7 @@ mod tests {
                     .with_norm(norm.parse().unwrap())
                     .init(&device)
                     .unwrap();
-                let (_, first, last) = sgd_steps(model, 8, 0.1, |model: &ResnetGenerator| {
+                let (_, first, last) = sgd_steps(model, 8, 0.05, |model: &ResnetGenerator| {
                     model
                         .forward(source.clone())
                         .sub(target.clone())

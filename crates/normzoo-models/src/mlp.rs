@@ -203,11 +203,16 @@ mod tests {
     /// Every applicable normalizer trains: a few SGD steps on a fixed batch lower the loss
     /// (slowly without a normalizer: PyTorch's default initialisation shrinks the signal
     /// layer after layer, which is what normalization is for).
+    ///
+    /// The seed does not fix the draw: tests share the process's generator and run in
+    /// parallel. The step is small enough for any draw: at 0.02 the loss fell in 1,000 of
+    /// 1,000 seeds with every normalizer, where at 0.1 it rose in about 0.3% of draws
+    /// (layer, group and RMS), as it does for the same MLP in PyTorch.
     #[test]
     fn a_few_steps_lower_the_loss_with_every_normalizer() {
         for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
-            device.seed(7); // repeatable initialisation and data
+            device.seed(7); // repeatable when run alone
             let x = Tensor::<2>::random([16, 6], Distribution::Normal(0.0, 1.0), &device);
             let targets = Tensor::<1, Int>::from_ints(
                 [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0],
@@ -216,7 +221,7 @@ mod tests {
             for norm in ["none", "batch", "layer", "group:4", "rms"] {
                 let config = MlpConfig::new(6, 16, 4, 3).with_norm(norm.parse().unwrap());
                 let mlp = config.init(&device).unwrap();
-                let (_, first, last) = sgd_steps(mlp, 10, 0.1, |mlp: &Mlp| {
+                let (_, first, last) = sgd_steps(mlp, 10, 0.02, |mlp: &Mlp| {
                     burn::nn::loss::CrossEntropyLossConfig::new()
                         .init(&device)
                         .forward(mlp.forward(x.clone()), targets.clone())
