@@ -45,10 +45,11 @@ pub struct Classifier {
     build: fn(&ModelOptions, &Device) -> Result<ImageClassifier, ModelError>,
 }
 
-/// torchvision's ImageNet checkpoint of a model, and the evaluation transform it was scored
-/// with (`weights.transforms()`): the shorter side resized to `resize`, the centre
-/// `crop`×`crop` square, ImageNet's mean and standard deviation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// torchvision's ImageNet checkpoint of a model, the evaluation transform it was scored with
+/// (`weights.transforms()`: the shorter side resized to `resize`, the centre `crop`×`crop`
+/// square, ImageNet's mean and standard deviation), and what torchvision publishes for it
+/// (`weights.meta`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ImagenetWeights {
     /// The checkpoint's address.
     pub url: &'static str,
@@ -56,6 +57,13 @@ pub struct ImagenetWeights {
     pub resize: u32,
     /// The centre crop's side, in pixels.
     pub crop: u32,
+    /// The top-1 accuracy torchvision publishes on ImageNet-1k's 50,000 validation images, in
+    /// percent (`weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]`).
+    pub top1: f32,
+    /// The top-5 accuracy torchvision publishes, in percent (`…["acc@5"]`).
+    pub top5: f32,
+    /// The model's parameter count (`weights.meta["num_params"]`), which our model has too.
+    pub num_params: usize,
 }
 
 impl Architecture {
@@ -230,9 +238,13 @@ fn swapped<C>(config: C, norm: Option<NormConfig>, with_norm: fn(C, NormConfig) 
 
 /// The registry's entry for a 224×224 classifier with torchvision's ImageNet weights at `$url`,
 /// scored with the shorter side resized to `$resize` and the centre 224×224 crop (256 for
-/// torchvision's ResNet and VGG weights), built by `$build`.
+/// torchvision's ResNet and VGG weights), built by `$build`; `$published` is what torchvision
+/// publishes for the weights: `[top-1, top-5, parameter count]`.
 macro_rules! imagenet {
-    ($name:literal, $description:expr, $url:expr, $resize:literal, $build:expr) => {
+    (
+        $name:literal, $description:expr, $url:expr, $resize:literal,
+        [$top1:literal, $top5:literal, $params:literal], $build:expr
+    ) => {
         Architecture {
             name: $name,
             aliases: &[],
@@ -243,6 +255,9 @@ macro_rules! imagenet {
                     url: $url,
                     resize: $resize,
                     crop: 224,
+                    top1: $top1,
+                    top5: $top5,
+                    num_params: $params,
                 }),
                 build: $build,
             }),
@@ -254,7 +269,7 @@ macro_rules! imagenet {
 /// weights at `$url`, scored with the shorter side resized to `$resize` and a 224×224 centre
 /// crop, built by `$config` (a `ConvNextConfig` constructor taking the class count).
 macro_rules! convnext {
-    ($name:literal, $model:literal, $url:expr, $resize:literal, $config:path) => {
+    ($name:literal, $model:literal, $url:expr, $resize:literal, $config:path, $published:tt) => {
         imagenet!(
             $name,
             concat!(
@@ -263,6 +278,7 @@ macro_rules! convnext {
             ),
             $url,
             $resize,
+            $published,
             |options, device| {
                 let (classes, norm) = (options.num_classes, options.norm.clone());
                 let config = swapped($config(classes), norm, ConvNextConfig::with_norm);
@@ -277,17 +293,17 @@ macro_rules! convnext {
 /// `$url`, built by `$config` (a `VggConfig` constructor taking the class count), with batch
 /// norm after every convolution (`bn`) or no normalizer.
 macro_rules! vgg {
-    ($name:literal, $model:literal, $url:expr, $config:path) => {
+    ($name:literal, $model:literal, $url:expr, $config:path, $published:tt) => {
         vgg!(@ $name, concat!($model, ", torchvision's layout, 224×224, no normalization"), $url,
-            |classes| $config(classes))
+            $published, |classes| $config(classes))
     };
-    (bn $name:literal, $model:literal, $url:expr, $config:path) => {
+    (bn $name:literal, $model:literal, $url:expr, $config:path, $published:tt) => {
         vgg!(@ $name,
             concat!($model, ", torchvision's layout, 224×224, batch norm after every convolution"),
-            $url, |classes| $config(classes).with_norm(NormConfig::batch()))
+            $url, $published, |classes| $config(classes).with_norm(NormConfig::batch()))
     };
-    (@ $name:literal, $description:expr, $url:expr, $config:expr) => {
-        imagenet!($name, $description, $url, 256, |options, device| {
+    (@ $name:literal, $description:expr, $url:expr, $published:tt, $config:expr) => {
+        imagenet!($name, $description, $url, 256, $published, |options, device| {
             let (classes, norm) = (options.num_classes, options.norm.clone());
             let config: fn(usize) -> VggConfig = $config;
             let config = swapped(config(classes), norm, VggConfig::with_norm);
@@ -320,12 +336,13 @@ macro_rules! resnet {
             }),
         }
     };
-    ($name:literal, $model:literal, $url:expr, $config:path) => {
+    ($name:literal, $model:literal, $url:expr, $config:path, $published:tt) => {
         imagenet!(
             $name,
             concat!($model, ", torchvision's layout, 224×224, batch norm"),
             $url,
             256,
+            $published,
             |options, device| {
                 let (classes, norm) = (options.num_classes, options.norm.clone());
                 let config = swapped($config(classes), norm, ResNetConfig::with_norm);
@@ -347,43 +364,76 @@ pub const ARCHITECTURES: [Architecture; 29] = [
         "resnet18",
         "ResNet18",
         RESNET18_IMAGENET,
-        ResNetConfig::resnet18
+        ResNetConfig::resnet18,
+        [69.758, 89.078, 11_689_512]
     ),
     resnet!(
         "resnet34",
         "ResNet34",
         RESNET34_IMAGENET,
-        ResNetConfig::resnet34
+        ResNetConfig::resnet34,
+        [73.314, 91.420, 21_797_672]
     ),
     resnet!(
         "resnet50",
         "ResNet50 (bottlenecks)",
         RESNET50_IMAGENET,
-        ResNetConfig::resnet50
+        ResNetConfig::resnet50,
+        [76.130, 92.862, 25_557_032]
     ),
     resnet!(
         "resnet101",
         "ResNet101 (bottlenecks)",
         RESNET101_IMAGENET,
-        ResNetConfig::resnet101
+        ResNetConfig::resnet101,
+        [77.374, 93.546, 44_549_160]
     ),
     resnet!(
         "resnet152",
         "ResNet152 (bottlenecks)",
         RESNET152_IMAGENET,
-        ResNetConfig::resnet152
+        ResNetConfig::resnet152,
+        [78.312, 94.046, 60_192_808]
     ),
     resnet!(cifar "resnet18-cifar", "ResNet18", ResNetConfig::resnet18),
     resnet!(cifar "resnet34-cifar", "ResNet34", ResNetConfig::resnet34),
     resnet!(cifar "resnet50-cifar", "ResNet50", ResNetConfig::resnet50),
-    vgg!("vgg11", "VGG11", VGG11_IMAGENET, VggConfig::vgg11),
-    vgg!(bn "vgg11-bn", "VGG11-BN", VGG11_BN_IMAGENET, VggConfig::vgg11),
-    vgg!("vgg13", "VGG13", VGG13_IMAGENET, VggConfig::vgg13),
-    vgg!(bn "vgg13-bn", "VGG13-BN", VGG13_BN_IMAGENET, VggConfig::vgg13),
-    vgg!("vgg16", "VGG16", VGG16_IMAGENET, VggConfig::vgg16),
-    vgg!(bn "vgg16-bn", "VGG16-BN", VGG16_BN_IMAGENET, VggConfig::vgg16),
-    vgg!("vgg19", "VGG19", VGG19_IMAGENET, VggConfig::vgg19),
-    vgg!(bn "vgg19-bn", "VGG19-BN", VGG19_BN_IMAGENET, VggConfig::vgg19),
+    vgg!(
+        "vgg11",
+        "VGG11",
+        VGG11_IMAGENET,
+        VggConfig::vgg11,
+        [69.020, 88.628, 132_863_336]
+    ),
+    vgg!(bn "vgg11-bn", "VGG11-BN", VGG11_BN_IMAGENET, VggConfig::vgg11,
+        [70.370, 89.810, 132_868_840]),
+    vgg!(
+        "vgg13",
+        "VGG13",
+        VGG13_IMAGENET,
+        VggConfig::vgg13,
+        [69.928, 89.246, 133_047_848]
+    ),
+    vgg!(bn "vgg13-bn", "VGG13-BN", VGG13_BN_IMAGENET, VggConfig::vgg13,
+        [71.586, 90.374, 133_053_736]),
+    vgg!(
+        "vgg16",
+        "VGG16",
+        VGG16_IMAGENET,
+        VggConfig::vgg16,
+        [71.592, 90.382, 138_357_544]
+    ),
+    vgg!(bn "vgg16-bn", "VGG16-BN", VGG16_BN_IMAGENET, VggConfig::vgg16,
+        [73.360, 91.516, 138_365_992]),
+    vgg!(
+        "vgg19",
+        "VGG19",
+        VGG19_IMAGENET,
+        VggConfig::vgg19,
+        [72.376, 90.876, 143_667_240]
+    ),
+    vgg!(bn "vgg19-bn", "VGG19-BN", VGG19_BN_IMAGENET, VggConfig::vgg19,
+        [74.218, 91.842, 143_678_248]),
     // Until the registry this name built the batch-norm model, now vgg16-bn-cifar: the CIFAR
     // names now mirror torchvision's `vgg16` and `vgg16_bn`.
     Architecture {
@@ -421,28 +471,32 @@ pub const ARCHITECTURES: [Architecture; 29] = [
         "ConvNeXt-T",
         CONVNEXT_TINY_IMAGENET,
         236,
-        ConvNextConfig::tiny
+        ConvNextConfig::tiny,
+        [82.520, 96.146, 28_589_128]
     ),
     convnext!(
         "convnext-small",
         "ConvNeXt-S",
         CONVNEXT_SMALL_IMAGENET,
         230,
-        ConvNextConfig::small
+        ConvNextConfig::small,
+        [83.616, 96.650, 50_223_688]
     ),
     convnext!(
         "convnext-base",
         "ConvNeXt-B",
         CONVNEXT_BASE_IMAGENET,
         232,
-        ConvNextConfig::base
+        ConvNextConfig::base,
+        [84.062, 96.870, 88_591_464]
     ),
     convnext!(
         "convnext-large",
         "ConvNeXt-L",
         CONVNEXT_LARGE_IMAGENET,
         232,
-        ConvNextConfig::large
+        ConvNextConfig::large,
+        [84.414, 96.976, 197_767_336]
     ),
     Architecture {
         name: "convnext-cifar",
@@ -503,6 +557,7 @@ mod tests {
 
     use super::*;
     use crate::common::cpu;
+    use crate::num_trainable_params;
 
     #[test]
     fn every_name_and_alias_is_unique() {
@@ -687,6 +742,31 @@ mod tests {
                 architecture.name
             );
         }
+    }
+
+    /// Each model with ImageNet weights has the parameter count torchvision publishes for them
+    /// (`weights.meta["num_params"]`, the sum of `p.numel()` over `model.parameters()`), and
+    /// published accuracies in range, top-5 above top-1.
+    #[test]
+    fn imagenet_models_have_torchvisions_parameter_counts() {
+        let device = cpu().autodiff();
+        let mut checked = 0;
+        for (architecture, classifier) in image_classifiers() {
+            let Some(weights) = classifier.imagenet else {
+                continue;
+            };
+            let name = architecture.name;
+            let model = create_model(name, &ModelOptions::new(), &device).unwrap();
+            assert_eq!(num_trainable_params(&model), weights.num_params, "{name}");
+            assert!(
+                (50.0..weights.top5).contains(&weights.top1) && weights.top5 < 100.0,
+                "{name}: {} / {}",
+                weights.top1,
+                weights.top5
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 17);
     }
 
     #[test]

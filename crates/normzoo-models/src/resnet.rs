@@ -440,30 +440,13 @@ mod tests {
     use crate::num_trainable_params;
     use burn::tensor::{Distribution, Int};
 
-    /// torchvision's published counts (`sum(p.numel() for p in resnet18().parameters())`).
+    /// The CIFAR variant's count (torchvision's `resnet18(num_classes=10)` with a 3×3 stem and
+    /// no max-pool); the ImageNet ones are the registry's, tested there.
     #[test]
-    fn resnet18_has_torchvisions_parameter_counts() {
+    fn resnet18_cifar_has_the_derived_parameter_count() {
         let device = cpu().autodiff();
-        let imagenet = ResNetConfig::resnet18(1000).init(&device).unwrap();
-        assert_eq!(num_trainable_params(&imagenet), 11_689_512);
         let cifar = ResNetConfig::resnet18_cifar(10).init(&device).unwrap();
         assert_eq!(num_trainable_params(&cifar), 11_173_962);
-    }
-
-    /// torchvision's counts for the deeper ones (`resnet34()` … `resnet152()`, 1000 classes).
-    #[test]
-    fn deeper_resnets_have_torchvisions_parameter_counts() {
-        let device = cpu().autodiff();
-        for (config, expected) in [
-            (ResNetConfig::resnet34(1000), 21_797_672),
-            (ResNetConfig::resnet50(1000), 25_557_032),
-            (ResNetConfig::resnet101(1000), 44_549_160),
-            (ResNetConfig::resnet152(1000), 60_192_808),
-        ] {
-            let blocks = config.blocks;
-            let model = config.init(&device).unwrap();
-            assert_eq!(num_trainable_params(&model), expected, "{blocks:?}");
-        }
     }
 
     /// A bottleneck: 1×1 down to the stage's channels, 3×3 with the stride, 1×1 up to four

@@ -345,35 +345,6 @@ mod tests {
     use crate::num_trainable_params;
     use burn::tensor::Distribution;
 
-    /// torchvision's published counts.
-    #[test]
-    fn vgg16_has_torchvisions_parameter_counts() {
-        let device = cpu().autodiff();
-        let plain = VggConfig::vgg16(1000).init(&device).unwrap();
-        assert_eq!(num_trainable_params(&plain), 138_357_544);
-        drop(plain);
-        let bn = VggConfig::vgg16_bn(1000).init(&device).unwrap();
-        assert_eq!(num_trainable_params(&bn), 138_365_992);
-    }
-
-    /// torchvision's counts for `vgg11`, `vgg13`, `vgg19` and their `_bn` variants.
-    #[test]
-    fn vgg11_13_19_have_torchvisions_parameter_counts() {
-        let device = cpu().autodiff();
-        for (config, plain, with_bn) in [
-            (VggConfig::vgg11(1000), 132_863_336, 132_868_840),
-            (VggConfig::vgg13(1000), 133_047_848, 133_053_736),
-            (VggConfig::vgg19(1000), 143_667_240, 143_678_248),
-        ] {
-            let convolutions: Vec<_> = config.stages.iter().map(Vec::len).collect();
-            let model = config.init(&device).unwrap();
-            assert_eq!(num_trainable_params(&model), plain, "{convolutions:?}");
-            drop(model);
-            let model = config.with_norm(NormConfig::batch()).init(&device).unwrap();
-            assert_eq!(num_trainable_params(&model), with_bn, "{convolutions:?} BN");
-        }
-    }
-
     /// The indices of torchvision's `features` (convolution, batch norm, ReLU, and a max-pool
     /// after each stage) for configurations other than VGG16's, as `torchvision.models` numbers
     /// them.
