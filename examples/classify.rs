@@ -1,5 +1,5 @@
-//! Classify images with torchvision's ImageNet weights in our ResNet18, VGG16, VGG16-BN or
-//! ConvNeXt-T.
+//! Classify images with torchvision's ImageNet weights in any model of the registry that has
+//! them (ResNet18 … ResNet152, VGG11 … VGG19 with and without batch norm, ConvNeXt-T … L).
 //!
 //! ```sh
 //! # torchvision's ResNet18 weights, downloaded once into torch's cache (shared with PyTorch).
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each image goes through the evaluation transform of the model's torchvision weights (shorter
-//! side resized to 256, or 236 for ConvNeXt-T; centre crop 224; ImageNet's mean and standard
+//! side resized to 256, or 230 to 236 for ConvNeXt; centre crop 224; ImageNet's mean and standard
 //! deviation), and the most probable of ImageNet's 1000 classes are printed with their softmax
 //! probabilities.
 
@@ -21,23 +21,21 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::Parser;
 use normzoo::backend::choose_device;
-use normzoo::models::{
-    ImageClassifier, ImagenetWeights, TorchvisionWeights, checkpoint_path, find_architecture,
-    image_classifiers,
-};
+use normzoo::models::{ImageClassifier, TorchvisionWeights, checkpoint_path, imagenet_weights};
 use normzoo::train::TrainError;
-use normzoo::train::data::imagenet::{EvalTransform, imagenet_classes, top_classes};
+use normzoo::train::data::imagenet::{
+    EvalTransform, imagenet_classes, imagenet_models_help, top_classes,
+};
 use normzoo::train::progress::exit_code;
 
 /// Classify images with a torchvision ImageNet checkpoint.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, after_help = imagenet_models_help())]
 struct Args {
     /// The images (JPEG or PNG), classified in one batch.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// The model: one of the registry's with ImageNet weights (resnet18, vgg16, vgg16-bn,
-    /// convnext-tiny).
+    /// The model, one of those listed below.
     #[arg(long, default_value = "resnet18")]
     model: String,
     /// The checkpoint (.pth or .safetensors), a path or an address [default: torchvision's
@@ -56,23 +54,8 @@ struct Args {
 fn run(args: Args) -> Result<(), TrainError> {
     let invalid =
         |setting: &'static str, message: String| TrainError::InvalidConfig { setting, message };
-    let weights: ImagenetWeights = find_architecture(&args.model)
-        .and_then(|model| model.classifier)
-        .and_then(|classifier| classifier.imagenet)
-        .ok_or_else(|| {
-            let names: Vec<_> = image_classifiers()
-                .filter(|(_, classifier)| classifier.imagenet.is_some())
-                .map(|(model, _)| model.name)
-                .collect();
-            invalid(
-                "--model",
-                format!(
-                    "`{}` has no ImageNet weights here; expected one of {}",
-                    args.model,
-                    names.join(", ")
-                ),
-            )
-        })?;
+    let weights =
+        imagenet_weights(&args.model).map_err(|err| invalid("--model", err.to_string()))?;
     let transform = EvalTransform::new(weights.resize, weights.crop)?;
     let chosen = choose_device(&args.device)?;
     println!("{chosen}");

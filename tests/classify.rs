@@ -1,13 +1,14 @@
 //! ImageNet inference: torchvision's evaluation transform reproduced (checked against
-//! torchvision's own output, `tests/fixtures/generate_imagenet.py`), and the `classify` example
-//! as a user runs it, on a full-size ResNet18 checkpoint in torchvision's layout.
+//! torchvision's own output, `tests/fixtures/generate_imagenet.py`), and the `classify` and
+//! `validate` examples as a user runs them, on full-size ResNet18 checkpoints in torchvision's
+//! layout.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
 use common::{Data, assert_clear_error, example, fixture_cases, fixture_path, run, text};
 use normzoo::backend::test_devices;
 use normzoo::models::{ResNet, ResNetConfig, TorchvisionWeights};
@@ -171,7 +172,10 @@ fn the_classify_example_refuses_what_it_cannot_classify() {
     let output = run(example("classify")
         .args(["--model", "resnet50-cifar", "--weights", ten_classes])
         .arg(&photo));
-    assert_clear_error(&output, "`resnet50-cifar` has no ImageNet weights here");
+    assert_clear_error(
+        &output,
+        "resnet50-cifar: no ImageNet weights here; expected one of",
+    );
 
     let narrow = fixture_path("checkpoints/resnet18_width4.pth");
     let output = run(example("classify").arg("--weights").arg(narrow).arg(&photo));
@@ -184,4 +188,118 @@ fn the_classify_example_refuses_what_it_cannot_classify() {
         .args(["--weights", ten_classes])
         .arg(dir.path().join("missing.jpg")));
     assert_clear_error(&output, "cannot read the image");
+}
+
+/// A full-size ResNet18 for `num_classes` classes whose logits are its classifier's bias,
+/// `num_classes − 1` down to 0: it ranks the classes in index order whatever the image.
+fn ranking_checkpoint(dir: &Path, num_classes: usize, device: &Device) -> PathBuf {
+    let mut model = ResNetConfig::resnet18(num_classes).init(device).unwrap();
+    model.fc.weight = Param::from_tensor(model.fc.weight.val().zeros_like());
+    let bias: Vec<f32> = (0..num_classes).rev().map(|class| class as f32).collect();
+    let bias = Tensor::from_data(TensorData::new(bias, [num_classes]), device);
+    model.fc.bias = Some(Param::from_tensor(bias));
+    let path = dir.join(format!("ranking_{num_classes}.safetensors"));
+    model.save_torchvision(&path).unwrap();
+    path
+}
+
+/// Writes `count` small images of different sizes into `root/<class>/`.
+fn write_images(root: &Path, class: &str, count: usize) {
+    let folder = root.join(class);
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..count {
+        let (width, height) = (40 + 7 * i as u32, 30);
+        let image = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 8) as u8, (i * 60) as u8])
+        });
+        image.save(folder.join(format!("{i}.png"))).unwrap();
+    }
+}
+
+/// Seven classes, the model ranking them in folder order: the two images of the first class
+/// count for top-1, those of the first five for top-5: 2 of 8 and 6 of 8, in batches of 3
+/// (the last one short).
+#[test]
+fn the_validate_example_counts_top1_and_top5() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("val");
+    // Created out of order: the labels follow the sorted names.
+    for (class, count) in [
+        ("g", 1),
+        ("a", 2),
+        ("c", 1),
+        ("b", 1),
+        ("e", 1),
+        ("d", 1),
+        ("f", 1),
+    ] {
+        write_images(&root, class, count);
+    }
+    std::fs::write(root.join("a").join("notes.txt"), "not an image").unwrap();
+    let weights = ranking_checkpoint(dir.path(), 7, &Device::default());
+
+    let output = run(example("validate")
+        .args(["--weights", weights.to_str().unwrap(), "--batch-size", "3"])
+        .arg(&root));
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("8 images in 7 classes (1 other files skipped)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("resnet18: top-1 25.000%, top-5 75.000% over 8 images"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("torchvision publishes top-1 69.758%, top-5 89.078%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("images/s (8 images in"), "{stdout}");
+}
+
+#[test]
+fn the_validate_example_refuses_what_it_cannot_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("val");
+    write_images(&root, "a", 1);
+    write_images(&root, "b", 1);
+    let (_, ten_classes) = resnet18_checkpoint(dir.path(), 10, &Device::default());
+    let ten_classes = ten_classes.to_str().unwrap();
+
+    let output = run(example("validate")
+        .args(["--weights", ten_classes])
+        .arg(&root));
+    assert_clear_error(&output, "its classifier has 10 classes, but");
+
+    let output = run(example("validate")
+        .args(["--model", "resnet50-cifar", "--weights", ten_classes])
+        .arg(&root));
+    assert_clear_error(
+        &output,
+        "resnet50-cifar: no ImageNet weights here; expected one of",
+    );
+
+    let output = run(example("validate")
+        .args(["--model", "resnet05", "--weights", ten_classes])
+        .arg(&root));
+    assert_clear_error(&output, "did you mean `resnet50`?");
+
+    let output = run(example("validate")
+        .args(["--weights", ten_classes])
+        .arg(dir.path().join("missing")));
+    assert_clear_error(&output, "does not exist");
+
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let output = run(example("validate")
+        .args(["--weights", ten_classes])
+        .arg(&root));
+    assert_clear_error(&output, "holds no PNG or JPEG image");
+
+    let output = run(example("validate").arg("--help"));
+    let help = text(&output.stdout);
+    assert!(
+        help.contains("resnet152") && help.contains("78.312 / 94.046"),
+        "{help}"
+    );
 }

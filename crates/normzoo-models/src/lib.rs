@@ -93,7 +93,7 @@ pub use patchgan::{PatchDiscriminator, PatchDiscriminatorConfig};
 pub use pretrained::{CheckpointError, LoadReport, TorchvisionWeights};
 pub use registry::{
     ARCHITECTURES, Architecture, Classifier, ImagenetWeights, ModelOptions, create_model,
-    find_architecture, image_classifiers, list_models,
+    find_architecture, image_classifiers, imagenet_weights, list_models,
 };
 pub use resnet::{Downsample, ResNet, ResNetConfig, ResNetStem, ResidualBlock, ResidualBlockKind};
 pub use transformer::{

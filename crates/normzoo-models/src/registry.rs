@@ -119,6 +119,32 @@ pub fn image_classifiers() -> impl Iterator<Item = (&'static Architecture, &'sta
     })
 }
 
+/// torchvision's ImageNet weights of the model called `name` (or one of its aliases).
+///
+/// # Errors
+///
+/// [`ModelError::UnknownModel`] for a name the registry does not have, with the names that
+/// have weights (and the closest of them); [`ModelError::InvalidConfig`] for a model without
+/// ImageNet weights (the CIFAR variants, the models that are not image classifiers).
+pub fn imagenet_weights(name: &str) -> Result<ImagenetWeights, ModelError> {
+    let with_weights: Vec<_> = image_classifiers()
+        .filter(|(_, classifier)| classifier.imagenet.is_some())
+        .map(|(architecture, _)| architecture.name)
+        .collect();
+    let architecture =
+        find_architecture(name).ok_or_else(|| ModelError::unknown_model(name, &with_weights))?;
+    architecture
+        .classifier
+        .and_then(|classifier| classifier.imagenet)
+        .ok_or_else(|| ModelError::InvalidConfig {
+            model: architecture.name,
+            message: format!(
+                "no ImageNet weights here; expected one of {}",
+                with_weights.join(", ")
+            ),
+        })
+}
+
 impl ImageClassifier {
     /// The names [`from_name`](Self::from_name) accepts, without aliases.
     pub fn names() -> Vec<&'static str> {

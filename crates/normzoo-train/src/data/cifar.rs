@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::data::dataset::{Dataset, DatasetError};
 
-use super::{Augmentation, DataError, ImageItem, ImageSpec, item_at};
+use super::{Augmentation, DataError, ImageFolder, ImageItem, ImageSpec, item_at};
 
 /// Side of CIFAR-10's square RGB images.
 pub(super) const IMAGE_SIZE: usize = 32;
@@ -157,47 +157,35 @@ impl CifarDataset {
         Ok(Self { items })
     }
 
-    /// Reads `root/<class>/<image>` for up to ten classes; labels follow the sorted class
-    /// names (CIFAR-10's own order for its names). PNG and JPEG images of 32×32 RGB.
+    /// Reads `root/<class>/<image>` ([`ImageFolder`]) for up to ten classes; labels follow the
+    /// sorted class names (CIFAR-10's own order for its names). PNG and JPEG images of 32×32
+    /// RGB.
     ///
     /// # Errors
     ///
     /// [`DataError::Io`] for an unreadable folder, [`DataError::UnknownLayout`] for no class
-    /// folders or more than ten, [`DataError::BadImage`] for an image that does not decode or is
-    /// not 32×32.
+    /// folders or more than ten, [`DataError::EmptyClassFolder`] for a class folder without
+    /// images, [`DataError::BadImage`] for an image that does not decode or is not 32×32.
     pub fn from_class_folders(root: impl AsRef<Path>) -> Result<Self, DataError> {
         let root = root.as_ref();
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DataError::Io { path, source }
-        };
-        let mut classes: Vec<PathBuf> = fs::read_dir(root)
-            .map_err(io(root))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.is_dir())
-            .collect();
-        classes.sort();
-        if classes.is_empty() || classes.len() > CIFAR10_CLASSES.len() {
-            return Err(DataError::UnknownLayout { path: root.into() });
+        let unknown = || DataError::UnknownLayout { path: root.into() };
+        let folder = ImageFolder::open(root).map_err(|err| match err {
+            DataError::NoClassFolders { .. } => unknown(),
+            err => err,
+        })?;
+        if folder.classes().len() > CIFAR10_CLASSES.len() {
+            return Err(unknown());
         }
-        let mut items = Vec::new();
-        for (label, class) in classes.iter().enumerate() {
-            let mut files: Vec<PathBuf> = fs::read_dir(class)
-                .map_err(io(class))?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|path| {
-                    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-                    matches!(ext.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+        let items = folder
+            .images()
+            .iter()
+            .map(|(path, label)| {
+                Ok(ImageItem {
+                    pixels: read_image(path)?,
+                    label: *label,
                 })
-                .collect();
-            files.sort();
-            for file in files {
-                items.push(ImageItem {
-                    pixels: read_image(&file)?,
-                    label,
-                });
-            }
-        }
+            })
+            .collect::<Result<_, DataError>>()?;
         Ok(Self { items })
     }
 

@@ -82,6 +82,16 @@ pub enum DataError {
         /// What was wrong.
         reason: String,
     },
+    /// A directory without sub-directories where one folder of images per class is expected.
+    NoClassFolders {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A class folder without PNG or JPEG images.
+    EmptyClassFolder {
+        /// The class folder.
+        path: PathBuf,
+    },
     /// An index past the end of the dataset.
     IndexOutOfRange {
         /// The index asked for.
@@ -193,6 +203,17 @@ impl fmt::Display for DataError {
             Self::BadImage { path, reason } => {
                 write!(f, "{}: {reason}", path.display())
             }
+            Self::NoClassFolders { path } => write!(
+                f,
+                "{} has no sub-directory: expected one folder per class, holding that class's \
+                 images",
+                path.display()
+            ),
+            Self::EmptyClassFolder { path } => write!(
+                f,
+                "the class folder {} holds no PNG or JPEG image",
+                path.display()
+            ),
             Self::IndexOutOfRange { index, len } => {
                 write!(
                     f,

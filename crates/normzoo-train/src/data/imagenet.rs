@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::DynamicImage;
 use image::imageops::{self, FilterType};
+use rayon::prelude::*;
 
 use super::DataError;
 use crate::TrainError;
@@ -75,6 +76,40 @@ impl EvalTransform {
     /// The normalized `[3, crop, crop]` input of `image` (any colour type; alpha is dropped,
     /// grey is repeated in the three channels).
     pub fn apply(&self, image: &DynamicImage, device: &Device) -> Tensor<3> {
+        let side = self.crop as usize;
+        Tensor::from_data(TensorData::new(self.values(image), [3, side, side]), device)
+    }
+
+    /// [`apply`](Self::apply) to the image file at `path` (PNG or JPEG).
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::BadImage`] when the file cannot be read or decoded.
+    pub fn open(&self, path: &Path, device: &Device) -> Result<Tensor<3>, DataError> {
+        Ok(self.apply(&read_image(path)?, device))
+    }
+
+    /// The `[N, 3, crop, crop]` inputs of the image files at `paths`, read and transformed in
+    /// parallel (on rayon's threads), in order.
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::BadImage`] for the first file, in order, that cannot be read or decoded.
+    pub fn open_batch(&self, paths: &[&Path], device: &Device) -> Result<Tensor<4>, DataError> {
+        let inputs = paths
+            .par_iter()
+            .map(|path| Ok(self.values(&read_image(path)?)))
+            .collect::<Result<Vec<_>, DataError>>()?;
+        let side = self.crop as usize;
+        let shape = [paths.len(), 3, side, side];
+        Ok(Tensor::from_data(
+            TensorData::new(inputs.concat(), shape),
+            device,
+        ))
+    }
+
+    /// The values of [`apply`](Self::apply)'s input, channel after channel, row after row.
+    fn values(&self, image: &DynamicImage) -> Vec<f32> {
         let rgb = image.to_rgb32f();
         let (width, height) = rgb.dimensions();
         let (new_width, new_height) = self.resized_size(width, height);
@@ -91,20 +126,7 @@ impl EvalTransform {
                 }
             }
         }
-        Tensor::from_data(TensorData::new(values, [3, side, side]), device)
-    }
-
-    /// [`apply`](Self::apply) to the image file at `path` (PNG or JPEG).
-    ///
-    /// # Errors
-    ///
-    /// [`DataError::BadImage`] when the file cannot be read or decoded.
-    pub fn open(&self, path: &Path, device: &Device) -> Result<Tensor<3>, DataError> {
-        let image = image::open(path).map_err(|err| DataError::BadImage {
-            path: path.into(),
-            reason: format!("cannot read the image: {err}"),
-        })?;
-        Ok(self.apply(&image, device))
+        values
     }
 
     /// torchvision's size for a single-number resize: the shorter side (the width when both
@@ -119,6 +141,34 @@ impl EvalTransform {
             (long_side(width, height), self.resize)
         }
     }
+}
+
+/// The models with torchvision's ImageNet weights, a line each with what torchvision publishes
+/// for them, for a command line's `--help`.
+pub fn imagenet_models_help() -> String {
+    let mut help = String::from(
+        "Models with torchvision's ImageNet weights (published top-1 / top-5 %, parameters):\n",
+    );
+    for (model, classifier) in normzoo_models::image_classifiers() {
+        if let Some(weights) = classifier.imagenet {
+            help.push_str(&format!(
+                "  {:<15} {:>6.3} / {:>6.3}  {:>5.1} M\n",
+                model.name,
+                weights.top1,
+                weights.top5,
+                weights.num_params as f64 / 1e6
+            ));
+        }
+    }
+    help
+}
+
+/// The image file at `path`, decoded.
+fn read_image(path: &Path) -> Result<DynamicImage, DataError> {
+    image::open(path).map_err(|err| DataError::BadImage {
+        path: path.into(),
+        reason: format!("cannot read the image: {err}"),
+    })
 }
 
 /// torchvision's centre-crop offset, `round((size − crop) / 2)` with Python's rounding (half
@@ -145,6 +195,71 @@ pub fn top_classes(logits: Tensor<2>, k: usize) -> Vec<Vec<(usize, f32)>> {
             ranked
         })
         .collect()
+}
+
+/// Top-1 … top-`k` accuracies over batches of logits, as torchvision's reference scripts and
+/// timm's `validate.py` count them: an image counts for top-`j` when its label is among its
+/// `j` most probable classes (ties to the lower index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopKAccuracy {
+    /// `hits[j]`: the images whose label is among their `j + 1` most probable classes.
+    hits: Vec<usize>,
+    count: usize,
+}
+
+impl TopKAccuracy {
+    /// Counting top-1 … top-`k`.
+    ///
+    /// # Panics
+    ///
+    /// When `k` is zero.
+    pub fn new(k: usize) -> Self {
+        assert!(k > 0, "TopKAccuracy: k must be at least 1, got 0");
+        Self {
+            hits: vec![0; k],
+            count: 0,
+        }
+    }
+
+    /// Adds a batch: `logits` `[N, classes]` and the `N` labels.
+    ///
+    /// # Panics
+    ///
+    /// When `labels` does not hold one label per row of `logits`.
+    pub fn update(&mut self, logits: Tensor<2>, labels: &[usize]) {
+        let rows = logits.dims()[0];
+        assert_eq!(
+            rows,
+            labels.len(),
+            "TopKAccuracy: expected one label per row of logits ({rows}), got {}",
+            labels.len()
+        );
+        for (top, label) in top_classes(logits, self.hits.len()).iter().zip(labels) {
+            if let Some(rank) = top.iter().position(|&(class, _)| class == *label) {
+                self.hits[rank..].iter_mut().for_each(|hits| *hits += 1);
+            }
+        }
+        self.count += rows;
+    }
+
+    /// The images counted.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The top-`j` accuracy in percent (0 before any image).
+    ///
+    /// # Panics
+    ///
+    /// When `j` is not in `1..=k`.
+    pub fn accuracy(&self, j: usize) -> f64 {
+        let k = self.hits.len();
+        assert!(
+            (1..=k).contains(&j),
+            "TopKAccuracy: top-{j} asked, expected 1 to {k}"
+        );
+        100.0 * self.hits[j - 1] as f64 / self.count.max(1) as f64
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +297,21 @@ mod tests {
         assert_eq!(top[1][0].0, 0);
         let total: f32 = (0..3).map(|i| (i as f32 - 2.0).exp()).sum();
         assert!((top[0][0].1 - 1.0 / total).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_accuracy_counts_the_rank_of_each_label() {
+        let device = cpu();
+        let mut accuracy = TopKAccuracy::new(2);
+        // Ranked classes: [1, 2, 0], [0, 1, 2] (a tie goes to the lower index), [2, 1, 0].
+        let logits = [[0.0, 2.0, 1.0], [3.0, 3.0, 0.0], [0.0, 1.0, 2.0]];
+        accuracy.update(Tensor::from_data(logits, &device), &[1, 1, 0]);
+        assert_eq!(accuracy.count(), 3);
+        assert!((accuracy.accuracy(1) - 100.0 / 3.0).abs() < 1e-9);
+        assert!((accuracy.accuracy(2) - 200.0 / 3.0).abs() < 1e-9);
+        accuracy.update(Tensor::from_data([[5.0, 0.0, 0.0]], &device), &[0]);
+        assert_eq!(accuracy.accuracy(1), 50.0);
+        assert_eq!(accuracy.accuracy(2), 75.0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Image classification data: CIFAR-10 and Fashion-MNIST from disk and a synthetic stand-in,
-//! behind one sampled [`ImageDataset`] and one [`ImageBatcher`]; ImageNet's evaluation transform
-//! and class names for pretrained models.
+//! behind one sampled [`ImageDataset`] and one [`ImageBatcher`]; class-folder directories
+//! ([`ImageFolder`]); ImageNet's evaluation transform and class names for pretrained models.
 //!
 //! What is particular to a dataset is its reader and its [`ImageSpec`] (stored shape,
 //! normalization, augmentation); sampling, batching and augmenting are shared.
@@ -10,6 +10,7 @@ mod cifar;
 mod download;
 mod error;
 mod fashion_mnist;
+mod image_folder;
 pub mod imagenet;
 mod rng;
 mod sampled;
@@ -25,6 +26,7 @@ pub use error::DataError;
 pub use fashion_mnist::{
     FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_ENV, FashionMnist,
 };
+pub use image_folder::ImageFolder;
 pub(crate) use rng::SplitMix;
 pub use sampled::ImageDataset;
 pub use spec::{Augmentation, INPUT_CHANNELS, INPUT_SIZE, ImageSpec};
