@@ -1,5 +1,5 @@
-//! torchvision checkpoints into our ResNet18, ResNet50, ConvNeXt, VGG16 and VGG16-BN: the logits
-//! must be PyTorch's, from `.pth` and `.safetensors` alike, on every compiled backend; and every
+//! torchvision checkpoints into our ResNet18, ResNet34, ResNet50, ConvNeXt, VGG11-BN, VGG16,
+//! VGG16-BN and VGG19: the logits must be PyTorch's, from `.pth` and `.safetensors` alike, on every compiled backend; and every
 //! way a checkpoint can fail to fit is reported by name.
 //!
 //! The checkpoints are torchvision's own ResNet (basic blocks and bottlenecks), ConvNeXt and VGG
@@ -80,6 +80,27 @@ fn vgg(norm: NormConfig, device: &Device) -> Vgg {
         .unwrap()
 }
 
+/// VGG11-BN and VGG19 as in the fixtures: their stage lengths, widths 4 … 16, 16 hidden units.
+fn vgg11_bn(device: &Device) -> Vgg {
+    let stages = vec![vec![4], vec![8], vec![8, 8], vec![16, 16], vec![16, 16]];
+    let config = VggConfig::vgg11(10).with_norm(NormConfig::batch());
+    config
+        .with_stages(stages)
+        .with_hidden(16)
+        .init(device)
+        .unwrap()
+}
+
+fn vgg19(device: &Device) -> Vgg {
+    let stages = vec![vec![4; 2], vec![8; 2], vec![8; 4], vec![16; 4], vec![16; 4]];
+    let config = VggConfig::vgg19(10);
+    config
+        .with_stages(stages)
+        .with_hidden(16)
+        .init(device)
+        .unwrap()
+}
+
 /// `|actual − expected| ≤ 1e-5·(1 + |expected|)` for every logit.
 fn assert_logits(actual: Tensor<2>, case: &Case, what: &str) {
     assert_eq!(actual.dims().to_vec(), case.logits.shape, "{what}: shape");
@@ -106,12 +127,27 @@ fn resnet50(device: &Device) -> ResNet {
         .unwrap()
 }
 
+/// The narrow ResNet34 of the fixture: 2 channels in the first stage, ResNet34's blocks.
+fn resnet34(device: &Device) -> ResNet {
+    ResNetConfig::resnet34(10)
+        .with_width(2)
+        .init(device)
+        .unwrap()
+}
+
 #[test]
-fn resnet18_and_resnet50_give_torchvisions_logits_from_either_format() {
+fn resnet18_34_and_50_give_torchvisions_logits_from_either_format() {
     let resnet18 = |device: &Device| resnet(10, device);
-    for (name, build) in [
-        ("resnet18_width4", &resnet18 as &dyn Fn(&Device) -> ResNet),
-        ("resnet50_width4", &resnet50),
+    // Convolutions and batch norms (5 tensors each), and the classifier's two: ResNet18's
+    // 1 + 8·2 + 3 projections, ResNet34's 1 + 16·2 + 3, the narrow ResNet50's 1 + 5·3 + 4.
+    for (name, build, layers) in [
+        (
+            "resnet18_width4",
+            &resnet18 as &dyn Fn(&Device) -> ResNet,
+            20,
+        ),
+        ("resnet34_width2", &resnet34, 36),
+        ("resnet50_width4", &resnet50, 20),
     ] {
         let case = case(name);
         for (backend, device) in test_devices() {
@@ -121,9 +157,7 @@ fn resnet18_and_resnet50_give_torchvisions_logits_from_either_format() {
                 let (model, report) = build(&device)
                     .load_torchvision(&path)
                     .unwrap_or_else(|err| panic!("{what}: {err}"));
-                // 20 convolutions and batch norms (5 tensors each), and the classifier's two:
-                // ResNet18's 1 + 8·2 + 3 projections, the narrow ResNet50's 1 + 5·3 + 4.
-                assert_eq!(report.loaded.len(), 20 + 20 * 5 + 2, "{what}");
+                assert_eq!(report.loaded.len(), layers + layers * 5 + 2, "{what}");
                 assert_eq!(report.head_replaced, None);
                 let tracked = match model.bn1.clone() {
                     normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
@@ -163,17 +197,21 @@ fn convnext_gives_torchvisions_logits_from_either_format() {
 }
 
 #[test]
-fn vgg16_and_vgg16_bn_give_torchvisions_logits_from_either_format() {
-    // 13 convolutions and 3 linear layers (2 tensors each); VGG16-BN adds 13 batch norms.
-    for (name, norm, tensors) in [
-        ("vgg16_width4", NormConfig::None, 16 * 2),
-        ("vgg16_bn_width4", NormConfig::batch(), 16 * 2 + 13 * 5),
+fn vggs_with_and_without_batch_norm_give_torchvisions_logits_from_either_format() {
+    let vgg16 = |device: &Device| vgg(NormConfig::None, device);
+    let vgg16_bn = |device: &Device| vgg(NormConfig::batch(), device);
+    // Convolutions and 3 linear layers (2 tensors each), and the batch norms' 5.
+    for (name, build, tensors) in [
+        ("vgg16_width4", &vgg16 as &dyn Fn(&Device) -> Vgg, 16 * 2),
+        ("vgg16_bn_width4", &vgg16_bn, 16 * 2 + 13 * 5),
+        ("vgg11_bn_width4", &vgg11_bn, 11 * 2 + 8 * 5),
+        ("vgg19_width4", &vgg19, 19 * 2),
     ] {
         let case = case(name);
         for (backend, device) in test_devices() {
             for extension in ["pth", "safetensors"] {
                 let path = checkpoints().join(format!("{name}.{extension}"));
-                let (model, report) = vgg(norm.clone(), &device)
+                let (model, report) = build(&device)
                     .load_torchvision(&path)
                     .unwrap_or_else(|err| panic!("{err}"));
                 assert_eq!(
@@ -397,6 +435,9 @@ fn a_torchvision_checkpoint_round_trips_through_our_models() {
     let dir = tempfile::tempdir().unwrap();
     assert_round_trip(resnet(10, &device), "resnet18_width4", dir.path());
     assert_round_trip(resnet50(&device), "resnet50_width4", dir.path());
+    assert_round_trip(resnet34(&device), "resnet34_width2", dir.path());
+    assert_round_trip(vgg11_bn(&device), "vgg11_bn_width4", dir.path());
+    assert_round_trip(vgg19(&device), "vgg19_width4", dir.path());
     assert_round_trip(convnext(&device), "convnext_dims8", dir.path());
     assert_round_trip(vgg(NormConfig::None, &device), "vgg16_width4", dir.path());
     assert_round_trip(
