@@ -11,6 +11,10 @@
 //! cargo run --release --example resnet_cifar -- --norm group:32 --epochs 30
 //! # On a GPU.
 //! cargo run --release --features wgpu --example resnet_cifar -- --device wgpu
+//! # Mixed precision: f16 forward and backward passes, f32 master weights, loss scaling.
+//! cargo run --release --features wgpu --example resnet_cifar -- --precision f16
+//! # Data-parallel on two GPUs (each step: a batch of 128 on each).
+//! cargo run --release --features wgpu --example resnet_cifar -- --devices wgpu:0,wgpu:1
 //! # Continue a run that was stopped, from its last checkpoint.
 //! cargo run --release --example resnet_cifar -- --resume
 //! ```
@@ -26,13 +30,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use normzoo::backend::choose_device;
+use normzoo::backend::{choose_device, choose_devices};
 use normzoo::models::checkpoint_path;
 use normzoo::norm::NormConfig;
 use normzoo::train::progress::exit_code;
 use normzoo::train::{
-    DatasetSource, EARLIER_MODEL_NAMES, Resume, RunConfig, RunOptions, Schedule, TrainError,
-    cifar_models, train,
+    DatasetSource, EARLIER_MODEL_NAMES, Precision, Resume, RunConfig, RunOptions, Schedule,
+    TrainError, cifar_models, train,
 };
 
 /// Train an image classifier on CIFAR-10 or Fashion-MNIST (or an offline synthetic stand-in)
@@ -52,6 +56,13 @@ struct Args {
     /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Train data-parallel on several devices of this machine, comma-separated: e.g.
+    /// wgpu:0,wgpu:1 for wgpu's first two adapters, or flex,flex for two workers on the CPU.
+    /// Each step runs one batch of --batch-size on every device and sums the gradients on the
+    /// first, which validates: n devices act as a batch n times larger at a learning rate n
+    /// times higher. Each device's BatchNorm normalizes with its own batch's statistics.
+    #[arg(long, conflicts_with = "device", value_name = "LIST")]
+    devices: Option<String>,
     /// Epochs to train [default: 30].
     #[arg(long)]
     epochs: Option<usize>,
@@ -118,6 +129,11 @@ struct Args {
     /// Mirror training images left to right half the time [default: true].
     #[arg(long = "flip")]
     horizontal_flip: Option<bool>,
+    /// The training steps' precision: f32, or f16/bf16 with f32 master weights, the
+    /// normalizers in f32 and dynamic loss scaling (PyTorch's autocast with a GradScaler)
+    /// [default: f32].
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -174,7 +190,8 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
         momentum,
         weight_decay,
         seed,
-        num_workers
+        num_workers,
+        precision
     );
     macro_rules! set_some {
         ($($field:ident),*) => {$(
@@ -228,17 +245,42 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
 }
 
 fn run(args: Args) -> Result<(), TrainError> {
-    let chosen = choose_device(&args.device)?;
+    let (chosen, data_parallel) = match &args.devices {
+        Some(list) => {
+            let mut devices = choose_devices(list)?;
+            let main = devices.remove(0);
+            (main, devices)
+        }
+        None => (choose_device(&args.device)?, Vec::new()),
+    };
     println!("{chosen}");
+    for other in &data_parallel {
+        println!("{other}");
+    }
     let resume = match (args.resume, args.resume_epoch) {
         (_, Some(epoch)) => Resume::Epoch(epoch),
         (true, None) => Resume::Latest,
         (false, None) => Resume::Fresh,
     };
     let config = run_config(&args, resume)?;
+    if config.precision != Precision::F32 {
+        println!(
+            "precision: {} forward and backward passes, f32 master weights and normalizers, \
+             dynamic loss scaling",
+            config.precision
+        );
+    }
+    if !data_parallel.is_empty() {
+        println!(
+            "data-parallel on {} devices: each step runs a batch of {} on each",
+            data_parallel.len() + 1,
+            config.batch_size
+        );
+    }
     let backend = chosen.backend;
     let mut options = RunOptions::new(&args.artifact_dir, chosen.device);
     options.resume = resume;
+    options.data_parallel = data_parallel.into_iter().map(|d| d.device).collect();
 
     let report = train(&config, &options)?;
 

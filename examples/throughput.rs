@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release --example throughput
 //! cargo run --release --features wgpu --example throughput -- --devices flex,wgpu
+//! cargo run --release --features wgpu --example throughput -- --devices wgpu --precision f16
 //! ```
 //!
 //! Training is one SGD step (momentum 0.9) of cross-entropy on random 32×32 images, timed
@@ -18,11 +19,12 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use clap::Parser;
 use normzoo::backend::device;
 use normzoo::models::ResNetConfig;
-use normzoo::norm::NormConfig;
+use normzoo::norm::{NormConfig, cast_outside_normalizers};
+use normzoo::train::{MixedPrecision, Precision};
 
 // Large tensors make the system allocator return every buffer to the OS and fault it back
 // in on the next op; `--features mimalloc` measures with a caching allocator instead.
@@ -52,6 +54,10 @@ struct Args {
     /// Timed steps.
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// The precision of the training steps and of inference: f32, or f16/bf16 (training with
+    /// f32 master weights, the normalizers in f32 and dynamic loss scaling).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 /// One device's measurements.
@@ -68,8 +74,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "ResNet18-CIFAR ({}), training batch {}, inference batch {}, {} timed steps after {} warm-up, {} allocator",
+        "ResNet18-CIFAR ({}, {}), training batch {}, inference batch {}, {} timed steps after {} warm-up, {} allocator",
         args.norm,
+        args.precision,
         args.train_batch,
         args.infer_batch,
         args.steps,
@@ -109,6 +116,10 @@ fn main() -> ExitCode {
 }
 
 fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
+    args.precision
+        .check(device)
+        .map_err(|err| err.to_string())?;
+    let mixed = MixedPrecision::new(args.precision);
     reset_peak_memory();
     let autodiff = device.clone().autodiff();
     device.seed(42);
@@ -131,9 +142,20 @@ fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
     let mut train_time = Duration::ZERO;
     for step in 0..args.warmup + args.steps {
         let start = Instant::now();
-        let logits = model.forward(images.clone());
-        let value = loss.forward(logits, labels.clone());
-        let grads = GradientsParams::from_grads(value.backward(), &model);
+        let grads = match &mixed {
+            None => {
+                let value = loss.forward(model.forward(images.clone()), labels.clone());
+                GradientsParams::from_grads(value.backward(), &model)
+            }
+            Some(mixed) => {
+                let images = images.clone().cast(mixed.float_dtype());
+                let (grads, ()) = mixed.step(&model, |half| {
+                    let logits = half.forward(images).cast(FloatDType::F32);
+                    (loss.forward(logits, labels.clone()), ())
+                });
+                grads
+            }
+        };
         model = optim.step(0.01, model, grads);
         device.sync().map_err(|err| format!("{err:?}"))?;
         if step >= args.warmup {
@@ -141,12 +163,14 @@ fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
         }
     }
 
-    let model = model.valid();
+    let dtype = args.precision.float_dtype();
+    let model = cast_outside_normalizers(model.valid(), dtype);
     let images = Tensor::<4>::random(
         [args.infer_batch, 3, 32, 32],
         Distribution::Normal(0.0, 1.0),
         device,
-    );
+    )
+    .cast(dtype);
     let mut infer_time = Duration::ZERO;
     for step in 0..args.warmup + args.steps {
         let start = Instant::now();

@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use common::{assert_clear_error, run, text};
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::store::ModuleRecord;
+use burn::tensor::Tensor;
 use normzoo::models::{ResNetConfig, TorchvisionWeights};
 use normzoo::train::metrics::{MetricRow, read_metrics_csv};
-use normzoo::train::{RunConfig, RunReport, cifar_model, data::CifarDataset};
+use normzoo::train::{Classifier, RunConfig, RunReport, cifar_model, data::CifarDataset};
 
 /// The built `resnet_cifar` example, on the first compiled backend.
 fn example() -> Command {
@@ -123,6 +126,61 @@ fn a_tiny_synthetic_run_learns_and_leaves_its_artifacts() {
     tiny_run(&mut again, &artifacts, 64, 4);
     assert_clear_error(&run(&mut again), "already holds a training run");
     assert_eq!(fs::read(artifacts.join("model.bpk")).unwrap(), before);
+}
+
+/// `--devices` with one CPU backend named twice: two burn-train workers, each taking half of
+/// every epoch (32 images: two batches of 16), so an epoch is two steps, not four. BatchNorm's
+/// running statistics move once per step, by the mean of the two workers' batches: every
+/// layer of the saved model counts 2 epochs × 2 steps.
+#[test]
+fn a_data_parallel_run_splits_each_epoch_between_the_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("run");
+    let backend = normzoo::backend::COMPILED_BACKENDS[0];
+    let mut command = common::example_choosing_its_device("resnet_cifar");
+    command.args(["--devices", &format!("{backend},{backend}")]);
+    tiny_run(&mut command, &artifacts, 64, 2);
+    command.args(["--width", "8"]);
+    let output = run(&mut command);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<_> = stdout.lines().take(3).collect();
+    let device = format!("device: {backend} (as asked)");
+    let expected = [
+        device.as_str(),
+        device.as_str(),
+        "data-parallel on 2 devices: each step runs a batch of 16 on each",
+    ];
+    assert_eq!(lines, expected, "{stdout}");
+    let report = report(&artifacts);
+    assert_eq!((report.epochs_completed, report.train_images), (2, 64));
+
+    let config = RunConfig::load(&artifacts).unwrap();
+    let device = normzoo::backend::device(backend).unwrap();
+    let record = ModuleRecord::load(artifacts.join("model.bpk")).unwrap();
+    let model = Classifier::new(config.build_model(&device).unwrap()).load_record(record);
+    let counts = batches_tracked(&model);
+    assert_eq!(counts.len(), 20, "ResNet18 has 20 BatchNorm layers");
+    assert!(counts.iter().all(|&count| count == 4.0), "{counts:?}");
+
+    let mut both = example();
+    both.args(["--devices", &format!("{backend},{backend}")]);
+    assert_clear_error(&run(&mut both), "--devices");
+}
+
+/// Every `num_batches_tracked` of `model` (its only one-value float tensors).
+fn batches_tracked<M: Module>(model: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.val().shape().num_elements() == 1 {
+                self.0.push(param.val().into_scalar());
+            }
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
 }
 
 /// Fashion-MNIST, as installed by `apt-get install dataset-fashion-mnist`: the run reads it

@@ -43,9 +43,11 @@ fn cpu() -> Device {
 }
 
 /// Runs one training-mode forward pass of `model` on `device`, an autodiff device (moving
-/// BatchNorm's running statistics), saves it to bytes, loads the bytes into `fresh`, and checks
-/// that both hold the same values and compute the same outputs in evaluation, twice in a row.
-/// `forward` builds its own fixed input on the device it is given.
+/// BatchNorm's running statistics), saves it to bytes as it is ready for evaluation (`valid()`,
+/// which syncs the pending update of the running statistics, as burn-train does before its
+/// checkpoints), loads the bytes into `fresh`, and checks that both hold the same values and
+/// compute the same outputs in evaluation, twice in a row. `forward` builds its own fixed input
+/// on the device it is given.
 fn round_trip<M: Module>(
     device: &Device,
     model: M,
@@ -53,16 +55,19 @@ fn round_trip<M: Module>(
     forward: impl Fn(&M, &Device) -> Tensor<2>,
 ) {
     forward(&model, device);
+    let model = model.valid();
 
     let bytes = model.clone().into_record().into_bytes().expect("save");
-    let loaded = fresh.load_record(ModuleRecord::from_bytes(bytes).expect("read"));
+    let loaded = fresh
+        .load_record(ModuleRecord::from_bytes(bytes).expect("read"))
+        .valid();
     assert_eq!(
         floats(&model),
         floats(&loaded),
         "parameters or running statistics differ"
     );
 
-    let (model, loaded, device) = (model.valid(), loaded.valid(), device.clone().inner());
+    let device = device.clone().inner();
     let expected = forward(&model, &device).into_data();
     assert_eq!(
         forward(&model, &device).into_data(),

@@ -67,6 +67,15 @@ pub type BatchNorm3d = BatchNorm;
 ///   statistics when `track_running_stats` is off.
 /// - Which of the two runs is decided by [`StatsMode`]: by default burn's convention (train on an
 ///   autodiff device unless [`valid`](Module::valid) turned the training flag off).
+/// - A training step's update of the running statistics stays pending in burn's
+///   [`RunningState`] until the next step, [`valid`](Module::valid) or
+///   [`train`](Module::train) syncs it, as in burn-nn: save `model.valid()` (burn-train's
+///   checkpoints do) to keep the last step's.
+/// - **Data-parallel** (burn-train's multi-device training, the layer shared by one thread per
+///   device): each device normalizes its own batch with that batch's statistics (PyTorch's
+///   `BatchNorm2d` under DDP, not `SyncBatchNorm`), and at every step the running statistics
+///   move by the mean of the devices' batch statistics, whichever device finishes first;
+///   `num_batches_tracked` counts steps.
 ///
 /// Field names follow burn-nn (`gamma`, `beta`, `running_mean`, `running_var`), so burn-store's
 /// PyTorch adapter maps `weight`/`bias` onto this struct without a remap table.
@@ -267,7 +276,6 @@ impl BatchNorm {
         };
         let tracked = count.value_sync().add_scalar(1.0);
         count.update(tracked.clone());
-        count.value_sync(); // see `update_running`: keep the count saved with the statistics
         let blend = match self.momentum {
             Some(momentum) => Blend::Momentum(momentum),
             None => Blend::Factor(tracked.recip().to_device(&mean.device())),
@@ -483,27 +491,84 @@ mod tests {
         );
     }
 
-    /// Saving right after a training step keeps that step's running statistics.
+    /// A training step's update waits in burn's `RunningState` until something syncs it; a
+    /// model made ready to save with `valid()`, as burn-train does before its checkpoints,
+    /// records it.
     #[test]
-    fn record_right_after_training_keeps_the_last_update() {
+    fn the_last_update_is_recorded_once_synced() {
         for (_, device) in test_devices() {
             let config = BatchNormConfig::new(2);
-            let bn = config.init(&device).unwrap().with_mode(StatsMode::Train);
-            bn.forward(Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 6.0]], &device));
-            let bytes = bn.clone().into_record().into_bytes().unwrap();
+            let bn = config.init(&device.clone().autodiff()).unwrap();
+            let input =
+                Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 6.0]], &device.clone().autodiff());
+            bn.forward(input);
+            let bytes = bn.valid().into_record().into_bytes().unwrap();
             let record = burn::store::ModuleRecord::from_bytes(bytes).unwrap();
             let loaded = config.init(&device).unwrap().load_record(record);
-            for (a, b) in [
-                (&bn.running_mean, &loaded.running_mean),
-                (&bn.running_var, &loaded.running_var),
-                (&bn.num_batches_tracked, &loaded.num_batches_tracked),
-            ] {
-                let (a, b) = (
-                    a.as_ref().unwrap().value_sync(),
-                    b.as_ref().unwrap().value_sync(),
+            let state = |s: &Option<RunningState<Tensor<1>>>| s.as_ref().unwrap().value();
+            // momentum 0.1: mean [2, 4], unbiased variance [2, 8].
+            let expected = [
+                ([0.2, 0.4], &loaded.running_mean),
+                ([1.1, 1.7], &loaded.running_var),
+            ];
+            for (expected, stat) in expected {
+                state(stat).into_data().assert_approx_eq::<f32>(
+                    &TensorData::from(expected),
+                    Tolerance::absolute(1e-6),
                 );
-                assert_eq!(a.into_data(), b.into_data());
             }
+            assert_eq!(state(&loaded.num_batches_tracked).into_scalar::<f32>(), 1.0);
         }
+    }
+
+    /// Threads sharing one layer, as burn-train's data-parallel workers do (one per device),
+    /// move its running statistics by the mean of their batches' statistics at every step,
+    /// whichever thread finishes first, and count one batch per step.
+    #[test]
+    fn threads_sharing_a_layer_move_the_statistics_by_their_mean() {
+        let device = Device::default();
+        for momentum in [Some(0.1), None] {
+            let bn = BatchNormConfig::new(1)
+                .with_momentum(momentum)
+                .init(&device)
+                .unwrap()
+                .with_mode(StatsMode::Train);
+            // Per step and thread, a batch of two values: means 1 and 3, then 5 and 11;
+            // unbiased variances 2 and 8, then 18 and 2.
+            let batches = [[[0.0, 2.0], [1.0, 5.0]], [[2.0, 8.0], [10.0, 12.0]]];
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                for thread in 0..2 {
+                    let (bn, barrier) = (bn.clone(), &barrier);
+                    scope.spawn(move || {
+                        for step in batches {
+                            let input = Tensor::<1>::from_floats(step[thread], &bn_device(&bn));
+                            bn.forward(input.reshape([2, 1]));
+                            barrier.wait();
+                        }
+                    });
+                }
+            });
+            let bn = bn.valid();
+            let state = |s: &Option<RunningState<Tensor<1>>>| s.as_ref().unwrap().value();
+            // Step means 2 and 8, variances 5 and 10. With momentum 0.1: mean 0.2 then
+            // 0.18 + 0.8; variance 0.9 + 0.5 = 1.4 then 1.26 + 1.0. Without (the cumulative
+            // average): the plain mean of the steps, 5 and 7.5.
+            let (mean, var) = match momentum {
+                Some(_) => (0.98, 2.26),
+                None => (5.0, 7.5),
+            };
+            for (expected, stat) in [(mean, &bn.running_mean), (var, &bn.running_var)] {
+                state(stat).into_data().assert_approx_eq::<f32>(
+                    &TensorData::from([expected]),
+                    Tolerance::absolute(1e-5),
+                );
+            }
+            assert_eq!(state(&bn.num_batches_tracked).into_scalar::<f32>(), 2.0);
+        }
+    }
+
+    fn bn_device(bn: &BatchNorm) -> Device {
+        bn.gamma.as_ref().unwrap().val().device()
     }
 }

@@ -63,6 +63,8 @@ pub type InstanceNorm3d = InstanceNorm;
 /// with them, as PyTorch does; PyTorch never increments an InstanceNorm's
 /// `num_batches_tracked`, and neither does this layer (the buffer exists so that checkpoints
 /// have the same keys). Without `track_running_stats` both modes use the input's statistics.
+/// The running statistics are updated as [`BatchNorm`](crate::BatchNorm)'s are: pending until
+/// synced, and by the mean over devices in data-parallel training.
 ///
 /// Unlike PyTorch, which only warns when `affine` is off, a channel count other than
 /// `num_features` is an error.

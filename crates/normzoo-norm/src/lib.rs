@@ -56,6 +56,7 @@ mod layer2d;
 mod mode;
 mod norm;
 mod norm_config;
+mod precision;
 mod rms;
 mod stats;
 
@@ -70,4 +71,5 @@ pub use layer2d::{LayerNorm2d, LayerNorm2dConfig};
 pub use mode::StatsMode;
 pub use norm::{Identity, Norm};
 pub use norm_config::NormConfig;
+pub use precision::cast_outside_normalizers;
 pub use rms::{RmsNorm, RmsNormConfig};

@@ -2,8 +2,9 @@
 //! that let the user swap it.
 
 use burn::module::{DisplaySettings, Module, ModuleDisplay, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, FloatDType, Tensor};
 
+use crate::precision::{first_float_dtype, is_half};
 use crate::{
     BatchNorm, GroupNorm, InstanceNorm, LayerNorm, LayerNorm2d, NormError, RmsNorm, StatsMode,
 };
@@ -64,10 +65,29 @@ impl Norm {
 
     /// [`forward`](Self::forward), returning bad input as an error instead of panicking.
     ///
+    /// A half-precision input (f16, bf16) to a normalizer whose parameters are f32, as
+    /// [`cast_outside_normalizers`](crate::cast_outside_normalizers) leaves them for mixed
+    /// precision (or one without parameters), is normalized in f32 and the output cast back
+    /// to the input's precision: the statistics of a half-precision activation are taken in
+    /// f32, as under PyTorch's `torch.autocast`.
+    ///
     /// # Errors
     ///
     /// The chosen layer's [`NormError::InvalidInput`].
     pub fn try_forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
+        let dtype = input.dtype();
+        if is_half(dtype)
+            && !matches!(self, Self::Identity(_))
+            && first_float_dtype(self).is_none_or(|params| params == DType::F32)
+        {
+            let output = self.forward_as_given(input.cast(FloatDType::F32))?;
+            return Ok(output.cast(FloatDType::from(dtype)));
+        }
+        self.forward_as_given(input)
+    }
+
+    /// The chosen layer's forward pass, in the input's precision.
+    fn forward_as_given<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
         match self {
             Self::Identity(_) => Ok(input),
             Self::Batch(layer) => layer.try_forward(input),

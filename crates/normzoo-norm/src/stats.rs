@@ -270,6 +270,15 @@ pub(crate) enum Blend {
 }
 
 /// Moves `running` towards `batch` (both `[C]`) by `blend`, detached from any graph.
+///
+/// The update stays pending in burn's [`RunningState`] until something syncs it: the next
+/// update's read, [`Module::valid`](burn::module::Module::valid) or
+/// [`train`](burn::module::Module::train). Several threads sharing the module (burn-train's
+/// data-parallel workers, one per device) each leave their update pending, and the sync takes
+/// their mean: every device's step starts from the same running statistics, and moves them by
+/// the mean of the devices' batch statistics, whatever order the devices finish in. (Syncing
+/// each thread's update at once would make the result depend on that order: a thread could
+/// read the statistics before or after another had moved them.)
 pub(crate) fn update_running(running: &RunningState<Tensor<1>>, batch: Tensor<1>, blend: &Blend) {
     let current = running.value_sync().to_device(&batch.device());
     let batch = batch.detach().cast(current.dtype());
@@ -283,12 +292,6 @@ pub(crate) fn update_running(running: &RunningState<Tensor<1>>, batch: Tensor<1>
         }
     };
     running.update(updated.detach());
-    // burn's `RunningState` keeps an update pending until something syncs it, and saving a
-    // record (`into_record`) reads the synced value only: a checkpoint taken right after a
-    // training step would silently miss that step. Syncing now costs one small op; the price
-    // is that updates from several threads sharing this module no longer get averaged (the
-    // last one wins), which single-device training never sees.
-    running.value_sync();
 }
 
 /// The unbiased (Bessel-corrected) variance from the biased one over `n` values, which PyTorch

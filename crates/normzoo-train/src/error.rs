@@ -7,6 +7,7 @@ use normzoo_kernels::backend::DeviceError;
 use normzoo_models::ModelError;
 
 use crate::data::DataError;
+use crate::precision::Precision;
 
 /// Why a training run could not start or finish. Every variant says what was expected, what
 /// came, and what to do about it; none of them is raised after a user's file was changed.
@@ -25,6 +26,13 @@ pub enum TrainError {
     },
     /// A `--device` that is not compiled into this build, or that the machine cannot run.
     Device(DeviceError),
+    /// A `--precision` the device does not compute in.
+    UnsupportedPrecision {
+        /// The precision asked for.
+        precision: Precision,
+        /// The device, as burn shows it.
+        device: String,
+    },
     /// The artifact directory already holds a run, and resuming was not asked for.
     ArtifactsExist {
         /// The artifact directory.
@@ -73,6 +81,10 @@ impl fmt::Display for TrainError {
             Self::Model(err) => err.fmt(f),
             Self::InvalidConfig { setting, message } => write!(f, "{setting}: {message}"),
             Self::Device(err) => write!(f, "--device: {err}"),
+            Self::UnsupportedPrecision { precision, device } => write!(
+                f,
+                "--precision: {precision} is not supported on {device}; f32 is everywhere"
+            ),
             Self::ArtifactsExist { dir } => write!(
                 f,
                 "{} already holds a training run; pass --resume to continue it, or choose \

@@ -11,6 +11,9 @@
 //!   terminal UI (or [`LineRenderer`]'s progress lines when the output is not a terminal),
 //!   per-epoch validation, checkpoints, a metrics CSV, and resuming from the last checkpoint.
 //! - [`Classifier`]: an image classifier as burn-train trains it.
+//! - [`Precision`] and [`MixedPrecision`]: training in f16 or bf16 with f32 master weights,
+//!   the normalizers in f32 and dynamic loss scaling ([`LossScaler`]), as PyTorch's
+//!   `torch.autocast` with a `GradScaler`.
 //! - [`progress`]: loss curves, pictures and exits for the examples.
 //! - [`sequence`]: a generated sequence task (two-digit addition as text) and the training loop
 //!   of the `transformer` and `lstm` examples.
@@ -27,6 +30,7 @@ pub mod data;
 mod error;
 mod log_lines;
 pub mod metrics;
+mod precision;
 pub mod progress;
 mod recipe;
 mod run;
@@ -38,6 +42,7 @@ pub use adam::train_with_adam;
 pub use classifier::Classifier;
 pub use error::TrainError;
 pub use log_lines::LineRenderer;
+pub use precision::{LossScaler, MixedPrecision, Precision, unscale_gradients};
 pub use recipe::{
     DatasetSource, EARLIER_MODEL_NAMES, RunConfig, Schedule, cifar_model, cifar_models,
 };

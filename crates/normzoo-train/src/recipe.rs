@@ -16,8 +16,8 @@ use normzoo_models::{Architecture, ImageClassifier, ModelError, ResNetConfig, im
 use normzoo_norm::NormConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
 use crate::data::{Augmentation, CifarDataset, FashionMnist};
+use crate::{Precision, TrainError};
 
 /// The most padding `--crop-padding` takes: a quarter of the 32-pixel input on every side.
 const MAX_CROP_PADDING: usize = 8;
@@ -167,6 +167,12 @@ pub struct RunConfig {
     /// dataset's choice (yes for every dataset). `None` keeps the dataset's.
     #[serde(default)]
     pub horizontal_flip: Option<bool>,
+    /// The precision of the training steps' forward and backward passes: f16 or bf16 train
+    /// with f32 master weights, the normalizers in f32 and dynamic loss scaling
+    /// ([`MixedPrecision`](crate::MixedPrecision)); evaluation is in f32. A resumed run may
+    /// change it; the loss scale then starts again at 2¹⁶.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for RunConfig {
@@ -191,6 +197,7 @@ impl Default for RunConfig {
             width: None,
             crop_padding: None,
             horizontal_flip: None,
+            precision: Precision::F32,
         }
     }
 }

@@ -26,7 +26,7 @@ use burn::tensor::Device;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::logger::FileMetricLogger;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
-use burn::train::{Interrupter, Learner, SupervisedTraining};
+use burn::train::{ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining};
 use serde::{Deserialize, Serialize};
 
 use normzoo_models::{ImageClassifier, LoadReport, TorchvisionWeights};
@@ -40,6 +40,7 @@ use crate::data::{
 use crate::error::io_error;
 use crate::log_lines::LineRenderer;
 use crate::metrics::{CsvMetricLogger, ImagesPerSecondMetric, read_metrics_csv};
+use crate::precision::MixedPrecision;
 use crate::recipe::{DatasetSource, RunConfig, cifar_model};
 
 /// The run's settings, beside its checkpoints.
@@ -77,6 +78,23 @@ pub struct RunOptions {
     /// Stops training early when triggered (burn-train's terminal UI triggers it on `q`); the
     /// epoch in progress is then lost and `--resume` continues from the last checkpoint.
     pub interrupter: Interrupter,
+    /// More devices to train on beside `device`, data-parallel (burn-train's multi-device
+    /// strategy, `ExecutionStrategy::MultiDevice` with the optimizer on `device`; a name may
+    /// repeat, e.g. two workers on one CPU): each device takes an equal share of every epoch's
+    /// images, in batches of the config's `batch_size`, and a step runs one batch on every
+    /// device and *sums* their gradients on `device`, which steps the optimizer and validates.
+    ///
+    /// With `n` devices a step therefore sees `n` batches and takes `n` times the mean
+    /// gradient of those `n·batch_size` images, and an epoch has `n` times fewer steps: for
+    /// SGD that is the linear scaling rule (batch `n` times larger, learning rate `n` times
+    /// higher) with the config unchanged, except that weight decay, added once per step, is
+    /// not scaled; Adam and AdamW are nearly indifferent to the sum. Each device's batch
+    /// normalizes with its own statistics (no synchronized batch norm), and BatchNorm's
+    /// running statistics move by the mean of the devices' batch statistics at every step.
+    /// The devices must be on one machine: burn 0.22 has no multi-machine training.
+    ///
+    /// Empty (the default): `device` alone.
+    pub data_parallel: Vec<Device>,
 }
 
 impl RunOptions {
@@ -87,6 +105,7 @@ impl RunOptions {
             device,
             resume: Resume::Fresh,
             interrupter: Interrupter::new(),
+            data_parallel: Vec::new(),
         }
     }
 }
@@ -162,6 +181,9 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
         false => options.device.clone(),
     };
     device.seed(config.seed);
+    for device in std::iter::once(&device).chain(&options.data_parallel) {
+        config.precision.check(device)?;
+    }
     let model = config.build_model(&device.clone().autodiff())?;
     let (model, pretrained) = match (&config.pretrained, resume_epoch) {
         (Some(path), None) => {
@@ -170,13 +192,17 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
         }
         _ => (model, None),
     };
-    let model = Classifier::new(model);
+    let model = Classifier::new(model).with_mixed_precision(MixedPrecision::new(config.precision));
     let (train_set, test_set) = load_datasets(config)?;
     let (train_images, test_images) = (train_set.len(), test_set.len());
     if let Some(epoch) = resume_epoch {
         check_checkpoint(dir, epoch, &model)?;
     }
-    let steps_per_epoch = train_images.div_ceil(config.batch_size);
+    // Every device takes `⌊images / devices⌋` images, the last one the rest too; a step runs
+    // one batch on each.
+    let devices = 1 + options.data_parallel.len();
+    let last_share = train_images - (devices - 1) * (train_images / devices);
+    let steps_per_epoch = last_share.div_ceil(config.batch_size);
     let learner = Learner::new(
         model,
         config.optimizer(),
@@ -221,6 +247,15 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunReport, Trai
         .summary();
     if let Some(epoch) = resume_epoch {
         training = training.checkpoint(epoch);
+    }
+    if !options.data_parallel.is_empty() {
+        // burn-train trains on each device's autodiff form.
+        let devices = std::iter::once(&device)
+            .chain(&options.data_parallel)
+            .cloned()
+            .collect();
+        let strategy = ExecutionStrategy::MultiDevice(devices, MultiDeviceOptim::OptimMainDevice);
+        training = training.with_training_strategy(strategy.into());
     }
     // burn-train's terminal UI on a terminal; readable lines in a log.
     if !std::io::stdout().is_terminal() {

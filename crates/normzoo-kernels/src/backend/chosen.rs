@@ -51,6 +51,34 @@ pub fn choose_device(name: &str) -> Result<ChosenDevice, DeviceError> {
     })
 }
 
+/// The devices a data-parallel run trains on, from a comma-separated `list` such as
+/// `flex,flex` or `wgpu:0,wgpu:1`: each a name [`choose_device`] takes, or `wgpu:N` for the
+/// `N`-th adapter wgpu lists on this machine (`wgpu` alone is its default adapter). A name may
+/// come more than once: `flex,flex` runs two workers on the CPU.
+///
+/// # Errors
+///
+/// As [`choose_device`] for the first name that fails, and [`DeviceError::NoSuchAdapter`] for
+/// `wgpu:N` beyond wgpu's list.
+pub fn choose_devices(list: &str) -> Result<Vec<ChosenDevice>, DeviceError> {
+    list.split(',')
+        .map(str::trim)
+        .map(|name| match name.strip_prefix("wgpu:") {
+            #[cfg(feature = "wgpu")]
+            Some(_) => Ok(ChosenDevice {
+                backend: "wgpu",
+                device: super::wgpu::adapter(name)?,
+                reason: format!("{name}, as asked"),
+            }),
+            #[cfg(not(feature = "wgpu"))]
+            Some(_) => Err(DeviceError::NotCompiled {
+                name: "wgpu".into(),
+            }),
+            None => choose_device(name),
+        })
+        .collect()
+}
+
 /// The device a program uses when its user names none: wgpu's default adapter where this build
 /// has `wgpu` and the machine a hardware GPU adapter (discrete, integrated or virtual),
 /// otherwise the first CPU backend compiled in (`flex`, else `ndarray`). A software GPU
@@ -106,6 +134,44 @@ mod tests {
             choose_device("tpu"),
             Err(DeviceError::NotCompiled { .. })
         ));
+    }
+
+    #[test]
+    fn a_list_of_devices_takes_each_name_and_wgpus_adapters_by_index() {
+        let chosen = choose_devices(&COMPILED_BACKENDS.join(", ")).unwrap();
+        let backends: Vec<_> = chosen.iter().map(|chosen| chosen.backend).collect();
+        assert_eq!(backends, COMPILED_BACKENDS);
+        if COMPILED_BACKENDS.contains(&"flex") {
+            assert_eq!(choose_devices("flex,flex").unwrap().len(), 2);
+        }
+        assert!(matches!(
+            choose_devices("flex,tpu"),
+            Err(DeviceError::NotCompiled { name }) if name == "tpu"
+        ));
+        #[cfg(feature = "wgpu")]
+        {
+            let adapters = Device::enumerate(burn::tensor::DeviceType::Wgpu).len();
+            assert!(adapters > 0, "the wgpu tests need an adapter");
+            let first = choose_devices("wgpu:0").unwrap().remove(0);
+            assert_eq!(first.to_string(), "device: wgpu (wgpu:0, as asked)");
+            let ones = burn::tensor::Tensor::<1>::ones([3], &first.device);
+            assert_eq!(ones.sum().into_scalar::<f32>(), 3.0);
+            for name in [format!("wgpu:{adapters}"), "wgpu:first".into()] {
+                let err = choose_devices(&name).unwrap_err();
+                assert_eq!(
+                    err,
+                    DeviceError::NoSuchAdapter {
+                        name: name.clone(),
+                        adapters
+                    }
+                );
+                let message = err.to_string();
+                let expected = format!(
+                    "`{name}`: wgpu lists {adapters} adapter(s) on this machine, wgpu:0 to wgpu:"
+                );
+                assert!(message.starts_with(&expected), "{message}");
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod chosen;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 
-pub use chosen::{AUTO, ChosenDevice, choose_device, default_device};
+pub use chosen::{AUTO, ChosenDevice, choose_device, choose_devices, default_device};
 
 /// The names of the backends compiled into this build, in order of preference: what a
 /// `--device` flag can choose from.
@@ -43,6 +43,13 @@ pub enum DeviceError {
         /// What the backend reported.
         reason: String,
     },
+    /// `wgpu:N` names no adapter wgpu lists on this machine.
+    NoSuchAdapter {
+        /// The name as given, e.g. `"wgpu:2"`.
+        name: String,
+        /// How many adapters wgpu lists.
+        adapters: usize,
+    },
 }
 
 impl fmt::Display for DeviceError {
@@ -66,6 +73,16 @@ impl fmt::Display for DeviceError {
                  `apt-get install mesa-vulkan-drivers libvulkan1`). To run on the CPU instead, \
                  choose `flex`"
             ),
+            Self::NoSuchAdapter { name, adapters } => {
+                write!(
+                    f,
+                    "`{name}`: wgpu lists {adapters} adapter(s) on this machine"
+                )?;
+                if *adapters > 0 {
+                    write!(f, ", wgpu:0 to wgpu:{}", adapters - 1)?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -27,6 +27,19 @@ pub(super) fn default_device() -> Result<Device, DeviceError> {
         .clone()
 }
 
+/// The adapter called `name`, `wgpu:N`: the `N`-th that wgpu lists on this machine (in the
+/// order of [`Device::enumerate`]), counting from 0.
+pub(super) fn adapter(name: &str) -> Result<Device, DeviceError> {
+    let adapters = Device::enumerate(DeviceType::Wgpu);
+    name.strip_prefix("wgpu:")
+        .and_then(|index| index.parse::<usize>().ok())
+        .and_then(|index| adapters.get(index).cloned())
+        .ok_or_else(|| DeviceError::NoSuchAdapter {
+            name: name.into(),
+            adapters: adapters.len(),
+        })
+}
+
 /// The kind of each adapter wgpu finds on this machine (its graphics API's list; no device is
 /// opened).
 pub(super) fn adapter_kinds() -> Vec<WgpuDeviceKind> {
