@@ -101,6 +101,17 @@ fn vgg19(device: &Device) -> Vgg {
         .unwrap()
 }
 
+/// VGG13 and VGG13-BN as in the fixtures: stages of 2, widths 4 … 16, 16 hidden units.
+fn vgg13(norm: NormConfig, device: &Device) -> Vgg {
+    let stages = vec![vec![4; 2], vec![8; 2], vec![8; 2], vec![16; 2], vec![16; 2]];
+    VggConfig::vgg13(10)
+        .with_norm(norm)
+        .with_stages(stages)
+        .with_hidden(16)
+        .init(device)
+        .unwrap()
+}
+
 /// `|actual − expected| ≤ 1e-5·(1 + |expected|)` for every logit.
 fn assert_logits(actual: Tensor<2>, case: &Case, what: &str) {
     assert_eq!(actual.dims().to_vec(), case.logits.shape, "{what}: shape");
@@ -127,6 +138,30 @@ fn resnet50(device: &Device) -> ResNet {
         .unwrap()
 }
 
+/// The narrow ResNet101 and ResNet152 of the fixtures: 2 channels in the first stage, their
+/// own blocks.
+fn resnet101(device: &Device) -> ResNet {
+    ResNetConfig::resnet101(10)
+        .with_width(2)
+        .init(device)
+        .unwrap()
+}
+
+fn resnet152(device: &Device) -> ResNet {
+    ResNetConfig::resnet152(10)
+        .with_width(2)
+        .init(device)
+        .unwrap()
+}
+
+/// ConvNeXt-S's depths with dims 4 … 32, as in the fixture.
+fn convnext_small(device: &Device) -> ConvNext {
+    ConvNextConfig::small(10)
+        .with_dims([4, 8, 16, 32])
+        .init(device)
+        .unwrap()
+}
+
 /// The narrow ResNet34 of the fixture: 2 channels in the first stage, ResNet34's blocks.
 fn resnet34(device: &Device) -> ResNet {
     ResNetConfig::resnet34(10)
@@ -136,10 +171,11 @@ fn resnet34(device: &Device) -> ResNet {
 }
 
 #[test]
-fn resnet18_34_and_50_give_torchvisions_logits_from_either_format() {
+fn every_resnet_depth_gives_torchvisions_logits_from_either_format() {
     let resnet18 = |device: &Device| resnet(10, device);
     // Convolutions and batch norms (5 tensors each), and the classifier's two: ResNet18's
-    // 1 + 8·2 + 3 projections, ResNet34's 1 + 16·2 + 3, the narrow ResNet50's 1 + 5·3 + 4.
+    // 1 + 8·2 + 3 projections, ResNet34's 1 + 16·2 + 3, the narrow ResNet50's 1 + 5·3 + 4,
+    // ResNet101's 1 + 33·3 + 4, ResNet152's 1 + 50·3 + 4.
     for (name, build, layers) in [
         (
             "resnet18_width4",
@@ -148,6 +184,8 @@ fn resnet18_34_and_50_give_torchvisions_logits_from_either_format() {
         ),
         ("resnet34_width2", &resnet34, 36),
         ("resnet50_width4", &resnet50, 20),
+        ("resnet101_width2", &resnet101, 104),
+        ("resnet152_width2", &resnet152, 155),
     ] {
         let case = case(name);
         for (backend, device) in test_devices() {
@@ -174,24 +212,31 @@ fn resnet18_34_and_50_give_torchvisions_logits_from_either_format() {
 }
 
 #[test]
-fn convnext_gives_torchvisions_logits_from_either_format() {
-    let case = case("convnext_dims8");
-    for (backend, device) in test_devices() {
-        for extension in ["pth", "safetensors"] {
-            let path = checkpoints().join(format!("convnext_dims8.{extension}"));
-            let (model, report) = convnext(&device)
-                .load_torchvision(&path)
-                .unwrap_or_else(|err| panic!("{err}"));
-            // Stem, 3 downsampling layers and head: a convolution or linear layer and a norm
-            // each (2 tensors apiece); 5 blocks of 4 such layers and a layer scale.
-            assert_eq!(
-                report.loaded.len(),
-                5 * 4 + 5 * 9,
-                "[{backend}] {extension}"
-            );
-            assert_eq!(report.head_replaced, None);
-            let logits = model.valid().forward(case.input.tensor(&device));
-            assert_logits(logits, &case, &format!("[{backend}] ConvNeXt .{extension}"));
+fn convnexts_give_torchvisions_logits_from_either_format() {
+    // Stem, 3 downsampling layers and head: a convolution or linear layer and a norm each (2
+    // tensors apiece); each block 4 such layers and a layer scale. ConvNeXt-S's 36 blocks are
+    // ConvNeXt-B's and -L's too, which differ only in width.
+    for (name, build, blocks) in [
+        (
+            "convnext_dims8",
+            &convnext as &dyn Fn(&Device) -> ConvNext,
+            5,
+        ),
+        ("convnext_small_dims4", &convnext_small, 36),
+    ] {
+        let case = case(name);
+        for (backend, device) in test_devices() {
+            for extension in ["pth", "safetensors"] {
+                let what = format!("[{backend}] {name}.{extension}");
+                let path = checkpoints().join(format!("{name}.{extension}"));
+                let (model, report) = build(&device)
+                    .load_torchvision(&path)
+                    .unwrap_or_else(|err| panic!("{what}: {err}"));
+                assert_eq!(report.loaded.len(), 5 * 4 + blocks * 9, "{what}");
+                assert_eq!(report.head_replaced, None);
+                let logits = model.valid().forward(case.input.tensor(&device));
+                assert_logits(logits, &case, &what);
+            }
         }
     }
 }
@@ -200,12 +245,16 @@ fn convnext_gives_torchvisions_logits_from_either_format() {
 fn vggs_with_and_without_batch_norm_give_torchvisions_logits_from_either_format() {
     let vgg16 = |device: &Device| vgg(NormConfig::None, device);
     let vgg16_bn = |device: &Device| vgg(NormConfig::batch(), device);
+    let vgg13_plain = |device: &Device| vgg13(NormConfig::None, device);
+    let vgg13_bn = |device: &Device| vgg13(NormConfig::batch(), device);
     // Convolutions and 3 linear layers (2 tensors each), and the batch norms' 5.
     for (name, build, tensors) in [
         ("vgg16_width4", &vgg16 as &dyn Fn(&Device) -> Vgg, 16 * 2),
         ("vgg16_bn_width4", &vgg16_bn, 16 * 2 + 13 * 5),
         ("vgg11_bn_width4", &vgg11_bn, 11 * 2 + 8 * 5),
         ("vgg19_width4", &vgg19, 19 * 2),
+        ("vgg13_width4", &vgg13_plain, 13 * 2),
+        ("vgg13_bn_width4", &vgg13_bn, 13 * 2 + 10 * 5),
     ] {
         let case = case(name);
         for (backend, device) in test_devices() {
@@ -439,6 +488,13 @@ fn a_torchvision_checkpoint_round_trips_through_our_models() {
     assert_round_trip(vgg11_bn(&device), "vgg11_bn_width4", dir.path());
     assert_round_trip(vgg19(&device), "vgg19_width4", dir.path());
     assert_round_trip(convnext(&device), "convnext_dims8", dir.path());
+    assert_round_trip(convnext_small(&device), "convnext_small_dims4", dir.path());
+    assert_round_trip(resnet152(&device), "resnet152_width2", dir.path());
+    assert_round_trip(
+        vgg13(NormConfig::batch(), &device),
+        "vgg13_bn_width4",
+        dir.path(),
+    );
     assert_round_trip(vgg(NormConfig::None, &device), "vgg16_width4", dir.path());
     assert_round_trip(
         vgg(NormConfig::batch(), &device),
