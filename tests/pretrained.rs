@@ -1,6 +1,7 @@
-//! torchvision checkpoints into our ResNet18, ResNet34, ResNet50, ConvNeXt, VGG11-BN, VGG16,
-//! VGG16-BN and VGG19: the logits must be PyTorch's, from `.pth` and `.safetensors` alike, on every compiled backend; and every
-//! way a checkpoint can fail to fit is reported by name.
+//! torchvision checkpoints into our ResNet18, 34, 50, 101 and 152, ConvNeXt (T's and S's
+//! depths), VGG11-BN, VGG13, VGG13-BN, VGG16, VGG16-BN and VGG19: the logits must be PyTorch's,
+//! from `.pth` and `.safetensors` alike, on every compiled backend; and every way a checkpoint
+//! can fail to fit is reported by name.
 //!
 //! The checkpoints are torchvision's own ResNet (basic blocks and bottlenecks), ConvNeXt and VGG
 //! classes, narrowed to commit: `tests/fixtures/generate_checkpoints.py` wrote them and
@@ -17,8 +18,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{Data, fixture_cases, fixture_path};
 use normzoo::backend::test_devices;
 use normzoo::models::{
-    CheckpointError, ConvNext, ConvNextConfig, ResNet, ResNetConfig, TorchvisionWeights, Vgg,
-    VggConfig,
+    CheckpointError, ConvNext, ConvNextConfig, LoadReport, ResNet, ResNetConfig,
+    TorchvisionWeights, Vgg, VggConfig,
 };
 use normzoo::norm::NormConfig;
 use serde::Deserialize;
@@ -170,6 +171,29 @@ fn resnet34(device: &Device) -> ResNet {
         .unwrap()
 }
 
+/// Loads the fixture checkpoint `name`, as `.pth` and as `.safetensors`, into `build`'s model on
+/// every compiled backend, checks that `tensors` tensors were loaded, then hands the model, the
+/// report, the device, the fixture case and a label to `check`.
+fn for_each_load<M: TorchvisionWeights>(
+    name: &str,
+    tensors: usize,
+    build: &dyn Fn(&Device) -> M,
+    check: impl Fn(M, LoadReport, &Device, &Case, &str),
+) {
+    let case = case(name);
+    for (backend, device) in test_devices() {
+        for extension in ["pth", "safetensors"] {
+            let what = format!("[{backend}] {name}.{extension}");
+            let path = checkpoints().join(format!("{name}.{extension}"));
+            let (model, report) = build(&device)
+                .load_torchvision(&path)
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            assert_eq!(report.loaded.len(), tensors, "{what}");
+            check(model, report, &device, &case, &what);
+        }
+    }
+}
+
 #[test]
 fn every_resnet_depth_gives_torchvisions_logits_from_either_format() {
     let resnet18 = |device: &Device| resnet(10, device);
@@ -187,27 +211,19 @@ fn every_resnet_depth_gives_torchvisions_logits_from_either_format() {
         ("resnet101_width2", &resnet101, 104),
         ("resnet152_width2", &resnet152, 155),
     ] {
-        let case = case(name);
-        for (backend, device) in test_devices() {
-            for extension in ["pth", "safetensors"] {
-                let what = format!("[{backend}] {name}.{extension}");
-                let path = checkpoints().join(format!("{name}.{extension}"));
-                let (model, report) = build(&device)
-                    .load_torchvision(&path)
-                    .unwrap_or_else(|err| panic!("{what}: {err}"));
-                assert_eq!(report.loaded.len(), layers + layers * 5 + 2, "{what}");
-                assert_eq!(report.head_replaced, None);
-                let tracked = match model.bn1.clone() {
-                    normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
-                    other => panic!("{what}: the stem normalizer is {other:?}"),
-                };
-                tracked
-                    .into_data()
-                    .assert_eq(&TensorData::from([7.0f32]), false);
-                let logits = model.valid().forward(case.input.tensor(&device));
-                assert_logits(logits, &case, &what);
-            }
-        }
+        let tensors = layers + layers * 5 + 2;
+        for_each_load(name, tensors, build, |model, report, device, case, what| {
+            assert_eq!(report.head_replaced, None);
+            let tracked = match model.bn1.clone() {
+                normzoo::norm::Norm::Batch(bn) => bn.num_batches_tracked.unwrap().value(),
+                other => panic!("{what}: the stem normalizer is {other:?}"),
+            };
+            tracked
+                .into_data()
+                .assert_eq(&TensorData::from([7.0f32]), false);
+            let logits = model.valid().forward(case.input.tensor(device));
+            assert_logits(logits, case, what);
+        });
     }
 }
 
@@ -224,20 +240,12 @@ fn convnexts_give_torchvisions_logits_from_either_format() {
         ),
         ("convnext_small_dims4", &convnext_small, 36),
     ] {
-        let case = case(name);
-        for (backend, device) in test_devices() {
-            for extension in ["pth", "safetensors"] {
-                let what = format!("[{backend}] {name}.{extension}");
-                let path = checkpoints().join(format!("{name}.{extension}"));
-                let (model, report) = build(&device)
-                    .load_torchvision(&path)
-                    .unwrap_or_else(|err| panic!("{what}: {err}"));
-                assert_eq!(report.loaded.len(), 5 * 4 + blocks * 9, "{what}");
-                assert_eq!(report.head_replaced, None);
-                let logits = model.valid().forward(case.input.tensor(&device));
-                assert_logits(logits, &case, &what);
-            }
-        }
+        let tensors = 5 * 4 + blocks * 9;
+        for_each_load(name, tensors, build, |model, report, device, case, what| {
+            assert_eq!(report.head_replaced, None);
+            let logits = model.valid().forward(case.input.tensor(device));
+            assert_logits(logits, case, what);
+        });
     }
 }
 
@@ -256,22 +264,10 @@ fn vggs_with_and_without_batch_norm_give_torchvisions_logits_from_either_format(
         ("vgg13_width4", &vgg13_plain, 13 * 2),
         ("vgg13_bn_width4", &vgg13_bn, 13 * 2 + 10 * 5),
     ] {
-        let case = case(name);
-        for (backend, device) in test_devices() {
-            for extension in ["pth", "safetensors"] {
-                let path = checkpoints().join(format!("{name}.{extension}"));
-                let (model, report) = build(&device)
-                    .load_torchvision(&path)
-                    .unwrap_or_else(|err| panic!("{err}"));
-                assert_eq!(
-                    report.loaded.len(),
-                    tensors,
-                    "[{backend}] {name}.{extension}"
-                );
-                let logits = model.valid().forward(case.input.tensor(&device));
-                assert_logits(logits, &case, &format!("[{backend}] {name}.{extension}"));
-            }
-        }
+        for_each_load(name, tensors, build, |model, _, device, case, what| {
+            let logits = model.valid().forward(case.input.tensor(device));
+            assert_logits(logits, case, what);
+        });
     }
 }
 
