@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example cyclegan                          # BatchNorm
 //! cargo run --release --example cyclegan -- --norm instance --out cyclegan-in.png
+//! cargo run --release --features wgpu --example cyclegan -- --precision f16  # mixed precision
 //! ```
 //!
 //! The default normalizer is BatchNorm, not the paper's InstanceNorm: this translation must carry
@@ -19,6 +20,7 @@ use clap::Parser;
 use normzoo::backend::choose_device;
 use normzoo::models::{PatchDiscriminatorConfig, ResnetGeneratorConfig};
 use normzoo::norm::NormConfig;
+use normzoo::train::Precision;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::translation::{Critics, CycleGan, CycleGanTraining, save_translations};
 
@@ -58,11 +60,16 @@ struct Args {
     /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The training steps' precision: f32, or f16/bf16 with f32 master weights, the
+    /// normalizers in f32 and dynamic loss scaling (PyTorch's autocast with a GradScaler).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let chosen = choose_device(&args.device)?;
     println!("{chosen}");
+    args.precision.check(&chosen.device)?;
     let device = chosen.device.autodiff();
     device.seed(args.seed);
     let generator = || {
@@ -96,6 +103,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
+        precision: args.precision,
         ..Default::default()
     };
     let (mut generators, mut critics_window) = (

@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --example lstm                       # none vs layer
 //! cargo run --release --example lstm -- --norms none,layer,rms --steps 3000
+//! cargo run --release --features wgpu --example lstm -- --precision f16      # mixed precision
 //! ```
 //!
 //! Prints the loss curves side by side, then the fraction of 1,000 unseen problems each answers
@@ -16,6 +17,7 @@ use clap::Parser;
 use normzoo::backend::choose_device;
 use normzoo::models::LstmConfig;
 use normzoo::norm::NormConfig;
+use normzoo::train::Precision;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::sequence::{LstmLm, SequenceModel, SequenceReport, SequenceTraining};
 
@@ -45,17 +47,23 @@ struct Args {
     /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The training steps' precision: f32, or f16/bf16 with f32 master weights, the
+    /// normalizers in f32 and dynamic loss scaling (PyTorch's autocast with a GradScaler).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let chosen = choose_device(&args.device)?;
     println!("{chosen}");
+    args.precision.check(&chosen.device)?;
     let device = chosen.device.autodiff();
     let training = SequenceTraining {
         steps: args.steps,
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
+        precision: args.precision,
         ..Default::default()
     };
     let mut reports: Vec<(NormConfig, SequenceReport)> = Vec::new();

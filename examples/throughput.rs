@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
+use burn::optim::{SgdConfig, momentum::MomentumConfig};
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use clap::Parser;
 use normzoo::backend::device;
 use normzoo::models::ResNetConfig;
 use normzoo::norm::{NormConfig, cast_outside_normalizers};
-use normzoo::train::{MixedPrecision, Precision};
+use normzoo::train::{MixedPrecision, Precision, gradients};
 
 // Large tensors make the system allocator return every buffer to the OS and fault it back
 // in on the next op; `--features mimalloc` measures with a caching allocator instead.
@@ -120,6 +120,7 @@ fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
         .check(device)
         .map_err(|err| err.to_string())?;
     let mixed = MixedPrecision::new(args.precision);
+    let dtype = args.precision.float_dtype();
     reset_peak_memory();
     let autodiff = device.clone().autodiff();
     device.seed(42);
@@ -142,20 +143,11 @@ fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
     let mut train_time = Duration::ZERO;
     for step in 0..args.warmup + args.steps {
         let start = Instant::now();
-        let grads = match &mixed {
-            None => {
-                let value = loss.forward(model.forward(images.clone()), labels.clone());
-                GradientsParams::from_grads(value.backward(), &model)
-            }
-            Some(mixed) => {
-                let images = images.clone().cast(mixed.float_dtype());
-                let (grads, ()) = mixed.step(&model, |half| {
-                    let logits = half.forward(images).cast(FloatDType::F32);
-                    (loss.forward(logits, labels.clone()), ())
-                });
-                grads
-            }
-        };
+        let images = images.clone().cast(dtype);
+        let (grads, ()) = gradients(mixed.as_ref(), &model, |model| {
+            let logits = model.forward(images).cast(FloatDType::F32);
+            (loss.forward(logits, labels.clone()), ())
+        });
         model = optim.step(0.01, model, grads);
         device.sync().map_err(|err| format!("{err:?}"))?;
         if step >= args.warmup {
@@ -163,7 +155,6 @@ fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
         }
     }
 
-    let dtype = args.precision.float_dtype();
     let model = cast_outside_normalizers(model.valid(), dtype);
     let images = Tensor::<4>::random(
         [args.infer_batch, 3, 32, 32],

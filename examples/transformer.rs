@@ -5,6 +5,7 @@
 //! cargo run --release --example transformer                        # pre-norm LayerNorm
 //! cargo run --release --example transformer -- --norm rms
 //! cargo run --release --example transformer -- --norm none --position post
+//! cargo run --release --features wgpu --example transformer -- --precision f16  # mixed precision
 //! ```
 //!
 //! Prints the loss as it trains, the fraction of 1,000 unseen problems answered right before and
@@ -16,6 +17,7 @@ use clap::{Parser, ValueEnum};
 use normzoo::backend::choose_device;
 use normzoo::models::{NormPosition, TransformerBlockConfig, TransformerConfig};
 use normzoo::norm::NormConfig;
+use normzoo::train::Precision;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::sequence::{PROBLEM_LEN, SequenceModel, SequenceTraining, VOCAB};
 
@@ -51,6 +53,10 @@ struct Args {
     /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The training steps' precision: f32, or f16/bf16 with f32 master weights, the
+    /// normalizers in f32 and dynamic loss scaling (PyTorch's autocast with a GradScaler).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -62,6 +68,7 @@ enum Position {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let chosen = choose_device(&args.device)?;
     println!("{chosen}");
+    args.precision.check(&chosen.device)?;
     let device = chosen.device.autodiff();
     device.seed(args.seed);
     let position = match args.position {
@@ -83,6 +90,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
+        precision: args.precision,
         ..Default::default()
     };
     let mut window = LossWindow::tenths(args.steps);

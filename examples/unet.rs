@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example unet                      # GroupNorm (the default)
 //! cargo run --release --example unet -- --norm batch --out masks-bn.png
+//! cargo run --release --features wgpu --example unet -- --precision f16   # mixed precision
 //! ```
 //!
 //! Prints the loss as it trains, the pixel accuracy and the IoU of each class on 64 unseen
@@ -16,6 +17,7 @@ use clap::Parser;
 use normzoo::backend::choose_device;
 use normzoo::models::UNetConfig;
 use normzoo::norm::NormConfig;
+use normzoo::train::Precision;
 use normzoo::train::progress::{LossWindow, exit_code};
 use normzoo::train::shapes::{SHAPE_CLASSES, ShapeTraining, save_segmentations};
 
@@ -51,11 +53,16 @@ struct Args {
     /// (CPU), ndarray (CPU) or wgpu (GPU, any adapter), if compiled in.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The training steps' precision: f32, or f16/bf16 with f32 master weights, the
+    /// normalizers in f32 and dynamic loss scaling (PyTorch's autocast with a GradScaler).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let chosen = choose_device(&args.device)?;
     println!("{chosen}");
+    args.precision.check(&chosen.device)?;
     let device = chosen.device.autodiff();
     device.seed(args.seed);
     let model = UNetConfig::new()
@@ -76,6 +83,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
+        precision: args.precision,
         ..Default::default()
     };
     let mut window = LossWindow::tenths(args.steps);

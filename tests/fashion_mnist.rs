@@ -6,7 +6,7 @@ use burn::data::dataloader::DataLoaderBuilder;
 use normzoo::backend::device;
 use normzoo::models::{ImageClassifier, ResNetConfig};
 use normzoo::train::data::{FashionMnist, ImageBatcher, ImageDataset, Split};
-use normzoo::train::{Classifier, evaluate, train_with_adam};
+use normzoo::train::{Classifier, Precision, evaluate, train_with_adam};
 
 /// Images trained on, and how many times each is seen.
 const TRAIN_IMAGES: usize = 1024;
@@ -47,6 +47,7 @@ fn a_narrow_resnet_learns_fashion_mnist() {
         model,
         steps,
         3e-3,
+        Precision::F32,
         |model, _| {
             let batch = batches
                 .next()

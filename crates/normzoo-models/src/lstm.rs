@@ -163,9 +163,11 @@ impl LstmLayer {
         // W_x·x for every step at once; the normalizers run step by step.
         let projected = self.input.forward(input);
         let d_hidden = projected.dims()[2] / 4;
+        // In the input's precision: f32, or half precision under mixed-precision training.
+        let zeros = || Tensor::zeros([n, d_hidden], (&device, projected.dtype()));
         let mut state = state.unwrap_or_else(|| LstmState {
-            hidden: Tensor::zeros([n, d_hidden], &device),
-            cell: Tensor::zeros([n, d_hidden], &device),
+            hidden: zeros(),
+            cell: zeros(),
         });
         let mut outputs = Vec::with_capacity(t);
         for step in 0..t {

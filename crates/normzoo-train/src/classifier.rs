@@ -7,7 +7,7 @@ use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use normzoo_models::ImageClassifier;
 
 use crate::data::ImageBatch;
-use crate::precision::MixedPrecision;
+use crate::precision::{MixedPrecision, gradients};
 
 /// An [`ImageClassifier`] trained with cross-entropy: the model burn-train's `Learner` fits.
 ///
@@ -62,13 +62,10 @@ impl TrainStep for Classifier {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
-        let Some(mixed) = &self.mixed_precision else {
-            let output = self.forward_classification(batch);
-            return TrainOutput::new(self, output.loss.backward(), output);
-        };
-        let dtype = mixed.float_dtype();
-        let (grads, item) = mixed.step(self, |half| {
-            let logits = half.network.forward(batch.images.cast(dtype));
+        let mixed = self.mixed_precision.as_ref();
+        let dtype = mixed.map_or(FloatDType::F32, MixedPrecision::float_dtype);
+        let (grads, item) = gradients(mixed, self, |model| {
+            let logits = model.network.forward(batch.images.cast(dtype));
             let output = classification(logits.cast(FloatDType::F32), batch.labels);
             (output.loss.clone(), output)
         });
@@ -96,8 +93,8 @@ impl InferenceStep for Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixed_weights::fixed_weights;
     use crate::{LossScaler, MixedPrecision, Precision, RunConfig};
-    use burn::module::{ModuleMapper, Param};
     use burn::optim::SgdConfig;
     use burn::tensor::{Device, TensorData};
 
@@ -129,42 +126,6 @@ mod tests {
                 loss
             })
             .collect()
-    }
-
-    /// `network` with fixed weights, drawn by a fixed sequence rather than the random generator
-    /// that tests running in parallel share: every weight of `k` inputs per output uniform in
-    /// `±√(6/k)` (He's bound for ReLU networks), the linear head's bias 0, BatchNorm's γ = 1
-    /// and β = 0 as they are.
-    fn fixed_weights(network: ImageClassifier) -> ImageClassifier {
-        struct Redraw(u64);
-        impl ModuleMapper for Redraw {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                let (shape, device) = (param.val().shape(), param.val().device());
-                let values: Vec<f32> = match D {
-                    1 if param.val().min().into_scalar::<f32>()
-                        == param.val().max().into_scalar::<f32>() =>
-                    {
-                        return param;
-                    }
-                    1 => vec![0.0; shape.num_elements()],
-                    _ => {
-                        let outputs = param.val().dims()[0];
-                        let bound = (6.0 * outputs as f32 / shape.num_elements() as f32).sqrt();
-                        (0..shape.num_elements())
-                            .map(|_| {
-                                self.0 = self
-                                    .0
-                                    .wrapping_mul(6364136223846793005)
-                                    .wrapping_add(1442695040888963407);
-                                bound * (2.0 * (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 1.0)
-                            })
-                            .collect()
-                    }
-                };
-                param.map(|_| Tensor::from_data(TensorData::new(values, shape), &device))
-            }
-        }
-        network.map(&mut Redraw(7))
     }
 
     /// f16 and bf16 training of a narrow ResNet18-CIFAR (BatchNorm) follows the f32 run from

@@ -28,6 +28,8 @@ mod adam;
 mod classifier;
 pub mod data;
 mod error;
+#[cfg(test)]
+mod fixed_weights;
 mod log_lines;
 pub mod metrics;
 mod precision;
@@ -42,7 +44,7 @@ pub use adam::train_with_adam;
 pub use classifier::Classifier;
 pub use error::TrainError;
 pub use log_lines::LineRenderer;
-pub use precision::{LossScaler, MixedPrecision, Precision, unscale_gradients};
+pub use precision::{LossScaler, MixedPrecision, Precision, gradients, unscale_gradients};
 pub use recipe::{
     DatasetSource, EARLIER_MODEL_NAMES, RunConfig, Schedule, cifar_model, cifar_models,
 };

@@ -217,6 +217,26 @@ impl MixedPrecision {
     }
 }
 
+/// The gradients of `model`'s parameters (an f32 module on an autodiff device) for the loss
+/// that `loss` computes from it, and whatever else `loss` returns: in f32 when `mixed` is
+/// `None` (`loss` then gets `model` itself), otherwise by [`MixedPrecision::step`] (`loss` gets
+/// the half-precision copy; no gradients when the step overflowed). `loss` must return an f32
+/// loss; the training loops cast inputs with [`Precision::float_dtype`] and outputs back with
+/// `cast(FloatDType::F32)`, both free in f32.
+pub fn gradients<M: Module, O>(
+    mixed: Option<&MixedPrecision>,
+    model: &M,
+    loss: impl FnOnce(&M) -> (Tensor<1>, O),
+) -> (GradientsParams, O) {
+    match mixed {
+        Some(mixed) => mixed.step(model, loss),
+        None => {
+            let (loss, output) = loss(model);
+            (GradientsParams::from_grads(loss.backward(), model), output)
+        }
+    }
+}
+
 /// `grads` of `module`'s parameters divided by `scale`, and whether every one of them is
 /// finite (one host read: the sum of all gradients is finite exactly when they all are, but for
 /// sums beyond f32's range, which no unscaled gradient reaches).

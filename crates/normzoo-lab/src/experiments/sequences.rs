@@ -57,6 +57,7 @@ pub(super) fn run(lab: &Lab, out: &mut Output) -> Result<(), LabError> {
         lr: 3e-3,
         seed: lab.seed,
         test_problems: lab.size.pick(64, 1000, 2000),
+        ..Default::default()
     };
     let d_hidden = lab.size.pick(16, 64, 128);
     let d_model = lab.size.pick(16, 32, 64);
