@@ -16,8 +16,8 @@ test-cpu:
 # Format check, clippy with warnings as errors, and rustdoc without warnings.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --features ndarray,wgpu -- -D warnings
-    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features ndarray,wgpu
+    cargo clippy --workspace --all-targets --features ndarray,wgpu,vulkan -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features ndarray,wgpu,vulkan
 
 # Regenerate the PyTorch fixtures (needs `pip install torch torchvision safetensors`).
 fixtures:

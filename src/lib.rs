@@ -17,8 +17,9 @@
 //!   batch size, gradient flow, train/eval mismatch) with figures and a report.
 //!
 //! The backend is chosen at run time through burn's `Device`; the cargo features `flex`
-//! (default), `ndarray` and `wgpu` decide which backends are compiled in, and [`backend`]
-//! gives a compiled backend's device by name (`"flex"`, `"wgpu"`, …).
+//! (default), `ndarray` and `wgpu` (or `vulkan`: wgpu with SPIR-V kernels) decide which
+//! backends are compiled in, and [`backend`] gives a compiled backend's device by name
+//! (`"flex"`, `"wgpu"`, …).
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};

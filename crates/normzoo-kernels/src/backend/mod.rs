@@ -43,6 +43,12 @@ pub enum DeviceError {
         /// What the backend reported.
         reason: String,
     },
+    /// The adapter is a software one (Mesa's lavapipe) and this build has the `vulkan`
+    /// feature, whose SPIR-V kernels it cannot run.
+    SpirvOnSoftwareAdapter {
+        /// The device as named, e.g. `"wgpu"` or `"wgpu:1"`.
+        name: String,
+    },
     /// `wgpu:N` names no adapter wgpu lists on this machine.
     NoSuchAdapter {
         /// The name as given, e.g. `"wgpu:2"`.
@@ -73,6 +79,14 @@ impl fmt::Display for DeviceError {
                  `apt-get install mesa-vulkan-drivers libvulkan1`). To run on the CPU instead, \
                  choose `flex`"
             ),
+            Self::SpirvOnSoftwareAdapter { name } => write!(
+                f,
+                "`{name}`: the adapter is a software one (such as Mesa's lavapipe), and this \
+                 build has the `vulkan` feature, whose SPIR-V kernels it cannot run (Mesa 22.3's \
+                 lavapipe crashes compiling every kernel with workgroup shared memory: \
+                 reductions, matrix products, the normalizers). On the CPU choose `flex`, or \
+                 build with `--features wgpu` alone, whose WGSL kernels lavapipe runs"
+            ),
             Self::NoSuchAdapter { name, adapters } => {
                 write!(
                     f,
@@ -96,8 +110,9 @@ impl std::error::Error for DeviceError {}
 ///
 /// # Errors
 ///
-/// [`DeviceError::NotCompiled`] for a name this build does not have, and
-/// [`DeviceError::Unavailable`] when `wgpu` finds no adapter.
+/// [`DeviceError::NotCompiled`] for a name this build does not have,
+/// [`DeviceError::Unavailable`] when `wgpu` finds no adapter, and
+/// [`DeviceError::SpirvOnSoftwareAdapter`] when a `vulkan` build finds only a software one.
 pub fn device(name: &str) -> Result<Device, DeviceError> {
     match name {
         #[cfg(feature = "flex")]
