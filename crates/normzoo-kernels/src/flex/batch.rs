@@ -8,7 +8,7 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::buffers::{GradBuffer, flex_values as values, narrow, tensor_from, written_rows};
-use super::simd::{lane_sum, lane_sum_pairs, moments, vectorized};
+use super::simd::{lane_sums, moments, vectorized};
 
 /// `[N, C, S]` of a rank-3 flex tensor.
 fn dims3(x: &FlexTensor) -> [usize; 3] {
@@ -134,12 +134,14 @@ pub(super) fn batch_backward(
             vectorized(
                 #[inline(always)]
                 || {
-                    // Σ dy·x̂ = r·(Σ dy·(x − μ₀) − μ₁·Σ dy).
+                    // Σ dy·x̂ = r·(Σ dy·(x − μ₀) − μ₁·Σ dy), both sums in one pass.
                     let (mut dy_sum, mut dy_centred) = (0.0, 0.0);
                     let mean = mean[c];
                     for (dy, x) in channel_runs(grad, dims, c).zip(channel_runs(&x, dims, c)) {
-                        dy_sum += lane_sum(dy, |dy| dy);
-                        dy_centred += lane_sum_pairs(dy, x, |dy, x| dy * (x - mean));
+                        let [run_sum, run_centred] =
+                            lane_sums(dy, x, |dy, x| [dy, dy * (x - mean)]);
+                        dy_sum += run_sum;
+                        dy_centred += run_centred;
                     }
                     let (low, rstd) = (f64::from(mean_low[c]), f64::from(rstd[c]));
                     (dy_sum, rstd * (dy_centred - low * dy_sum))

@@ -8,7 +8,7 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::buffers::{GradBuffer, flex_values as values, narrow, tensor_from, written_rows};
-use super::simd::{LANES, lane_sum, lane_sum_pairs, moments, vectorized};
+use super::simd::{LANES, lane_sum, lane_sums, moments, vectorized};
 use crate::Grouping;
 
 /// Each row's statistics, interleaved as [`STATISTICS`] values per row: the mean (the f32
@@ -225,9 +225,8 @@ fn backward_row(
             .zip(gamma)
             .zip(gamma_grad.iter_mut().zip(beta_grad.iter_mut()))
         {
-            // Σ dy·x̂ = r·(Σ dy·(x − μ₀) − μ₁·Σ dy).
-            let dy_sum = lane_sum(dy, |dy| dy);
-            let dy_centred = lane_sum_pairs(dy, x, |dy, x| dy * (x - mean));
+            // Σ dy·x̂ = r·(Σ dy·(x − μ₀) − μ₁·Σ dy), both sums in one pass.
+            let [dy_sum, dy_centred] = lane_sums(dy, x, |dy, x| [dy, dy * (x - mean)]);
             let dy_xhat = f64::from(rstd) * (dy_centred - f64::from(low) * dy_sum);
             *gamma_grad += dy_xhat;
             *beta_grad += dy_sum;

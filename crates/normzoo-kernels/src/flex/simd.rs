@@ -8,39 +8,55 @@ pub(super) const LANES: usize = 32;
 /// How many terms each lane adds in f32 before moving its sum into an f64 total.
 pub(super) const BLOCK: usize = 8;
 
-/// `Σ term(v)` over `values`; see [`lane_sum_pairs`].
+/// `Σ term(v)` over `values`; see [`lane_sums`].
 #[inline(always)]
 pub(super) fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
-    lane_sum_pairs(values, values, |v, _| term(v))
+    let [total] = lane_sums(values, values, |v, _| [term(v)]);
+    total
 }
 
-/// `Σ term(a, b)` over the pairs of `a` and `b` (of equal length), in [`LANES`] accumulators.
-/// Each adds [`BLOCK`] terms in f32 (fast, and exact to a few units in the last place over so
-/// few), then moves them into an f64 total, so that long rows keep their digits.
+/// The `N` sums `Σ term(a, b)[k]` over the pairs of `a` and `b` (of equal length), in one pass,
+/// each in [`LANES`] accumulators. Each accumulator adds [`BLOCK`] terms in f32 (fast, and
+/// exact to a few units in the last place over so few), then moves them into an f64 total, so
+/// that long rows keep their digits. Every sum comes out the same bit for bit whether it is
+/// taken alone or beside others.
 #[inline(always)]
-pub(super) fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut totals = [0.0f64; LANES];
+pub(super) fn lane_sums<const N: usize>(
+    a: &[f32],
+    b: &[f32],
+    term: impl Fn(f32, f32) -> [f32; N],
+) -> [f64; N] {
+    let mut totals = [[0.0f64; LANES]; N];
     let (a_chunks, a_rest) = a.as_chunks::<LANES>();
     let (b_chunks, b_rest) = b.as_chunks::<LANES>();
     for (a, b) in a_chunks.chunks(BLOCK).zip(b_chunks.chunks(BLOCK)) {
-        let mut lanes = [0.0f32; LANES];
+        let mut lanes = [[0.0f32; LANES]; N];
         for (a, b) in a.iter().zip(b) {
             for lane in 0..LANES {
-                lanes[lane] += term(a[lane], b[lane]);
+                let terms = term(a[lane], b[lane]);
+                for (lanes, term) in lanes.iter_mut().zip(terms) {
+                    lanes[lane] += term;
+                }
             }
         }
-        for (total, lane) in totals.iter_mut().zip(lanes) {
-            *total += f64::from(lane);
+        for (totals, lanes) in totals.iter_mut().zip(lanes) {
+            for (total, lane) in totals.iter_mut().zip(lanes) {
+                *total += f64::from(lane);
+            }
         }
     }
-    let mut total = 0.0;
-    for lane in totals {
-        total += lane;
+    let mut sums = [0.0f64; N];
+    for (sum, totals) in sums.iter_mut().zip(totals) {
+        for lane in totals {
+            *sum += lane;
+        }
     }
     for (&a, &b) in a_rest.iter().zip(b_rest) {
-        total += f64::from(term(a, b));
+        for (sum, term) in sums.iter_mut().zip(term(a, b)) {
+            *sum += f64::from(term);
+        }
     }
-    total
+    sums
 }
 
 /// Runs `work` with AVX-512F or else AVX2 instructions where the CPU has them, else as compiled
