@@ -276,6 +276,24 @@ pub fn unscale_gradients<M: Module>(
     (unscale.grads, finite)
 }
 
+/// Asserts that the losses of a run in `precision` follow the f32 run's `reference` step by
+/// step, each within `tolerance(f32 loss)`.
+#[cfg(test)]
+pub(crate) fn assert_follows(
+    precision: Precision,
+    losses: &[f32],
+    reference: &[f32],
+    tolerance: impl Fn(f32) -> f32,
+) {
+    assert_eq!(losses.len(), reference.len());
+    for (step, (half, full)) in losses.iter().zip(reference).enumerate() {
+        assert!(
+            (half - full).abs() <= tolerance(*full),
+            "{precision} step {step}: loss {half} against f32's {full}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,6 +262,7 @@ mod tests {
 
     use super::*;
     use crate::fixed_weights::fixed_weights;
+    use crate::precision::assert_follows;
 
     #[test]
     fn problems_are_written_out_as_text() {
@@ -278,6 +279,32 @@ mod tests {
         );
     }
 
+    /// A one-block Transformer and a small LN-LSTM.
+    fn tiny_models(device: &Device) -> [SequenceModel; 2] {
+        let block = TransformerBlockConfig::new(16, 2).with_d_ff(32);
+        let transformer = TransformerConfig::new(VOCAB.len(), PROBLEM_LEN, block)
+            .with_num_layers(1)
+            .init_causal_lm(device)
+            .unwrap();
+        let lstm = LstmLm::new(&LstmConfig::layer_normalized(8, 16), device).unwrap();
+        [
+            SequenceModel::Transformer(transformer),
+            SequenceModel::Lstm(lstm),
+        ]
+    }
+
+    /// 15 steps of 16 problems.
+    fn short_training(precision: Precision) -> SequenceTraining {
+        SequenceTraining {
+            steps: 15,
+            batch_size: 16,
+            lr: 1e-2,
+            seed: 5,
+            test_problems: 32,
+            precision,
+        }
+    }
+
     /// A few steps on tiny models lower the answer loss, for both architectures and on each
     /// CPU backend.
     #[test]
@@ -285,24 +312,8 @@ mod tests {
         for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(3);
-            let block = TransformerBlockConfig::new(16, 2).with_d_ff(32);
-            let transformer = TransformerConfig::new(VOCAB.len(), PROBLEM_LEN, block)
-                .with_num_layers(1)
-                .init_causal_lm(&device)
-                .unwrap();
-            let lstm = LstmLm::new(&LstmConfig::layer_normalized(8, 16), &device).unwrap();
-            let training = SequenceTraining {
-                steps: 15,
-                batch_size: 16,
-                lr: 1e-2,
-                seed: 5,
-                test_problems: 32,
-                ..Default::default()
-            };
-            for model in [
-                SequenceModel::Transformer(transformer),
-                SequenceModel::Lstm(lstm),
-            ] {
+            let training = short_training(Precision::F32);
+            for model in tiny_models(&device) {
                 let mut steps = 0;
                 let (model, report) = training.run(model, &device, |_, _| steps += 1);
                 assert_eq!(steps, 15);
@@ -322,40 +333,15 @@ mod tests {
     #[test]
     fn half_precision_training_follows_the_f32_run() {
         let device = crate::cpu().autodiff();
-        let block = TransformerBlockConfig::new(16, 2).with_d_ff(32);
-        let transformer = fixed_weights(
-            TransformerConfig::new(VOCAB.len(), PROBLEM_LEN, block)
-                .with_num_layers(1)
-                .init_causal_lm(&device)
-                .unwrap(),
-        );
-        let lstm =
-            fixed_weights(LstmLm::new(&LstmConfig::layer_normalized(8, 16), &device).unwrap());
-        for model in [
-            SequenceModel::Transformer(transformer),
-            SequenceModel::Lstm(lstm),
-        ] {
+        for model in tiny_models(&device).map(fixed_weights) {
             let run = |precision| {
-                let training = SequenceTraining {
-                    steps: 15,
-                    batch_size: 16,
-                    lr: 1e-2,
-                    seed: 5,
-                    test_problems: 32,
-                    precision,
-                };
+                let training = short_training(precision);
                 training.run(model.clone(), &device, |_, _| {}).1.losses
             };
             let reference = run(Precision::F32);
             assert!(reference[14] < reference[0], "f32 learns: {reference:?}");
             for (precision, tolerance) in [(Precision::F16, 0.005), (Precision::BF16, 0.02)] {
-                let losses = run(precision);
-                for (step, (half, full)) in losses.iter().zip(&reference).enumerate() {
-                    assert!(
-                        (half - full).abs() <= tolerance,
-                        "{precision} step {step}: loss {half} against f32's {full}"
-                    );
-                }
+                assert_follows(precision, &run(precision), &reference, |_| tolerance);
             }
         }
     }

@@ -304,6 +304,7 @@ mod tests {
 
     use super::*;
     use crate::fixed_weights::fixed_weights;
+    use crate::precision::assert_follows;
 
     #[test]
     fn samples_are_seeded_and_hold_every_class() {
@@ -334,28 +335,37 @@ mod tests {
         assert!((score.mean_iou() - 3.25 / 4.0).abs() < 1e-12);
     }
 
+    /// A U-Net of width 8 and depth 2 with GroupNorm.
+    fn tiny_unet(device: &Device) -> UNet {
+        UNetConfig::new()
+            .with_num_classes(SHAPE_CLASSES.len())
+            .with_base_width(8)
+            .with_depth(2)
+            .with_norm(NormConfig::group(4))
+            .init(device)
+            .unwrap()
+    }
+
+    /// 12 steps of 4 images.
+    fn short_training(precision: Precision) -> ShapeTraining {
+        ShapeTraining {
+            steps: 12,
+            batch_size: 4,
+            lr: 1e-2,
+            seed: 3,
+            test_images: 4,
+            precision,
+        }
+    }
+
     /// A few steps of a tiny U-Net lower the loss on each CPU backend, and the picture is written.
     #[test]
     fn a_few_steps_lower_the_loss_and_the_picture_is_saved() {
         for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(2);
-            let model = UNetConfig::new()
-                .with_num_classes(SHAPE_CLASSES.len())
-                .with_base_width(8)
-                .with_depth(2)
-                .with_norm(NormConfig::group(4))
-                .init(&device)
-                .unwrap();
-            let training = ShapeTraining {
-                steps: 12,
-                batch_size: 4,
-                lr: 1e-2,
-                seed: 3,
-                test_images: 4,
-                ..Default::default()
-            };
-            let (model, report) = training.run(model, &device, |_, _| {});
+            let training = short_training(Precision::F32);
+            let (model, report) = training.run(tiny_unet(&device), &device, |_, _| {});
             let (first, last) = (report.losses[0], report.losses[11]);
             assert!(last < first, "[{backend}] loss {first} → {last}");
             assert_eq!(report.trained.iou.len(), SHAPE_CLASSES.len());
@@ -376,36 +386,15 @@ mod tests {
     #[test]
     fn half_precision_training_follows_the_f32_run() {
         let device = crate::cpu().autodiff();
-        let model = fixed_weights(
-            UNetConfig::new()
-                .with_num_classes(SHAPE_CLASSES.len())
-                .with_base_width(8)
-                .with_depth(2)
-                .with_norm(NormConfig::group(4))
-                .init(&device)
-                .unwrap(),
-        );
+        let model = fixed_weights(tiny_unet(&device));
         let run = |precision| {
-            let training = ShapeTraining {
-                steps: 12,
-                batch_size: 4,
-                lr: 1e-2,
-                seed: 3,
-                test_images: 4,
-                precision,
-            };
+            let training = short_training(precision);
             training.run(model.clone(), &device, |_, _| {}).1.losses
         };
         let reference = run(Precision::F32);
         assert!(reference[11] < reference[0], "f32 learns: {reference:?}");
         for (precision, tolerance) in [(Precision::F16, 0.005), (Precision::BF16, 0.02)] {
-            let losses = run(precision);
-            for (step, (half, full)) in losses.iter().zip(&reference).enumerate() {
-                assert!(
-                    (half - full).abs() <= tolerance,
-                    "{precision} step {step}: loss {half} against f32's {full}"
-                );
-            }
+            assert_follows(precision, &run(precision), &reference, |_| tolerance);
         }
     }
 }

@@ -281,6 +281,7 @@ mod tests {
 
     use super::*;
     use crate::fixed_weights::fixed_weights;
+    use crate::precision::assert_follows;
 
     #[test]
     fn day_is_bright_and_night_is_dark() {
@@ -305,36 +306,8 @@ mod tests {
         for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
             device.seed(4);
-            let generator = || {
-                ResnetGeneratorConfig::new()
-                    .with_ngf(4)
-                    .with_n_blocks(1)
-                    .init(&device)
-                    .unwrap()
-            };
-            let critic = || {
-                PatchDiscriminatorConfig::new()
-                    .with_ndf(4)
-                    .with_n_layers(2)
-                    .init(&device)
-                    .unwrap()
-            };
-            let gan = CycleGan {
-                a_to_b: generator(),
-                b_to_a: generator(),
-            };
-            let critics = Critics {
-                a: critic(),
-                b: critic(),
-            };
-            let training = CycleGanTraining {
-                steps: 10,
-                batch_size: 2,
-                lr: 5e-3,
-                seed: 2,
-                test_images: 4,
-                ..Default::default()
-            };
+            let (gan, critics) = tiny_networks(&device);
+            let training = short_training(Precision::F32);
             let (gan, report) = training.run(gan, critics, &device, |_, _, _| {});
             assert_eq!(report.generator_losses.len(), 10);
             assert!(
@@ -371,59 +344,22 @@ mod tests {
     #[test]
     fn half_precision_training_follows_the_f32_run() {
         let device = crate::cpu().autodiff();
-        let generator = || {
-            ResnetGeneratorConfig::new()
-                .with_ngf(4)
-                .with_n_blocks(1)
-                .init(&device)
-                .unwrap()
-        };
-        let critic = || {
-            PatchDiscriminatorConfig::new()
-                .with_ndf(4)
-                .with_n_layers(2)
-                .init(&device)
-                .unwrap()
-        };
-        let gan = fixed_weights(CycleGan {
-            a_to_b: generator(),
-            b_to_a: generator(),
-        });
-        let critics = fixed_weights(Critics {
-            a: critic(),
-            b: critic(),
-        });
+        let (gan, critics) = tiny_networks(&device);
+        let (gan, critics) = (fixed_weights(gan), fixed_weights(critics));
         let run = |precision| {
-            let training = CycleGanTraining {
-                steps: 10,
-                batch_size: 2,
-                lr: 5e-3,
-                seed: 2,
-                test_images: 4,
-                precision,
-                ..Default::default()
-            };
-            training
+            short_training(precision)
                 .run(gan.clone(), critics.clone(), &device, |_, _, _| {})
                 .1
         };
         let reference = run(Precision::F32);
-        for (precision, tolerance) in [(Precision::F16, 0.03), (Precision::BF16, 0.03)] {
+        for precision in [Precision::F16, Precision::BF16] {
             let report = run(precision);
-            for (name, half, full) in [
-                (
-                    "generators",
-                    &report.generator_losses,
-                    &reference.generator_losses,
-                ),
-                ("critics", &report.critic_losses, &reference.critic_losses),
+            let relative = |loss: f32| 0.03 * loss.abs();
+            for (half, full) in [
+                (&report.generator_losses, &reference.generator_losses),
+                (&report.critic_losses, &reference.critic_losses),
             ] {
-                for (step, (half, full)) in half.iter().zip(full).enumerate() {
-                    assert!(
-                        (half - full).abs() <= tolerance * full.abs(),
-                        "{precision} {name} step {step}: loss {half} against f32's {full}"
-                    );
-                }
+                assert_follows(precision, half, full, relative);
             }
             assert!(
                 report.cycle_error < report.initial_cycle_error,
@@ -432,6 +368,47 @@ mod tests {
                 report.cycle_error,
                 reference.cycle_error
             );
+        }
+    }
+
+    /// Generators of 4 filters with one residual block, critics of 4 filters and 2 layers.
+    fn tiny_networks(device: &Device) -> (CycleGan, Critics) {
+        let generator = || {
+            ResnetGeneratorConfig::new()
+                .with_ngf(4)
+                .with_n_blocks(1)
+                .init(device)
+                .unwrap()
+        };
+        let critic = || {
+            PatchDiscriminatorConfig::new()
+                .with_ndf(4)
+                .with_n_layers(2)
+                .init(device)
+                .unwrap()
+        };
+        (
+            CycleGan {
+                a_to_b: generator(),
+                b_to_a: generator(),
+            },
+            Critics {
+                a: critic(),
+                b: critic(),
+            },
+        )
+    }
+
+    /// 10 steps of 2 scenes a domain.
+    fn short_training(precision: Precision) -> CycleGanTraining {
+        CycleGanTraining {
+            steps: 10,
+            batch_size: 2,
+            lr: 5e-3,
+            seed: 2,
+            test_images: 4,
+            precision,
+            ..Default::default()
         }
     }
 }
