@@ -23,6 +23,7 @@ pub(super) fn default_device() -> Result<Device, DeviceError> {
         .clone()
 }
 
+/// Starts wgpu's default adapter, or says why it cannot.
 fn initialize_default() -> Result<Device, DeviceError> {
     match Device::wgpu_options().init() {
         Ok(device) => Ok(device),
@@ -78,11 +79,7 @@ fn kind(device: &Device) -> Option<WgpuDeviceKind> {
 /// convolutions) but crashes (SIGSEGV in `vkCreateComputePipelines`) compiling every kernel
 /// with it, burn's reductions and matrix products as much as our normalizers: an error here
 /// instead of a crash at the first such kernel.
-pub(super) fn spirv_runs_on(
-    name: &str,
-    kinds: &[WgpuDeviceKind],
-    spirv: bool,
-) -> Result<(), DeviceError> {
+fn spirv_runs_on(name: &str, kinds: &[WgpuDeviceKind], spirv: bool) -> Result<(), DeviceError> {
     let software_only = !kinds.is_empty() && hardware_gpu(kinds).is_err();
     match spirv && software_only {
         true => Err(DeviceError::SpirvOnSoftwareAdapter { name: name.into() }),
