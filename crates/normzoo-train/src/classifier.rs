@@ -94,6 +94,7 @@ impl InferenceStep for Classifier {
 mod tests {
     use super::*;
     use crate::fixed_weights::fixed_weights;
+    use crate::precision::assert_follows;
     use crate::{LossScaler, MixedPrecision, Precision, RunConfig};
     use burn::optim::SgdConfig;
     use burn::tensor::{Device, TensorData};
@@ -149,12 +150,7 @@ mod tests {
         );
         for (precision, tolerance) in [(Precision::F16, 0.03), (Precision::BF16, 0.1)] {
             let half = losses(&network, precision, &device);
-            for (step, (half, full)) in half.iter().zip(&reference).enumerate() {
-                assert!(
-                    (half - full).abs() <= tolerance,
-                    "{precision} step {step}: loss {half} against f32's {full}"
-                );
-            }
+            assert_follows(precision, &half, &reference, |_| tolerance);
         }
     }
 }
