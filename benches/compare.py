@@ -3,12 +3,16 @@
     python3 benches/compare.py --threads 2                 # the bench profile (release-like)
     python3 benches/compare.py --threads 2 --profile dev --features wgpu   # `cargo test`'s build
     python3 benches/compare.py --threads 2 --rounds 3 --no-conv
+    python3 benches/compare.py --threads 2 --each-alone    # a process per normalizer case
 
 Builds our criterion benches (`benches/norms.rs`, `benches/conv.rs`) with cargo, then runs,
 round after round, ours (`--bench '/normzoo'`) and `benches/pytorch_norms.py` (`--conv`), each
 as a process of its own, alternately, so that a machine whose speed drifts during the sitting
 drifts for both. Prints, per layer and pass, the best of each side's medians over the rounds and
-ours ÷ PyTorch's: below 1.00, ours is faster.
+ours ÷ PyTorch's: below 1.00, ours is faster. With `--each-alone`, every normalizer case (layer
+and pass) runs in a process of its own on both sides, as a program that trains one layer would:
+what the allocator saw before a case changes which buffers come back as fresh memory (glibc's
+page-fault mode, BENCHMARKS.md), and a case run after the others can hide it.
 
 Both sides get this process's environment, so they run on the same allocator: glibc's own
 unless `GLIBC_TUNABLES` or `LD_PRELOAD` change it (printed first), or `--features mimalloc`
@@ -65,13 +69,14 @@ def criterion_medians(output):
 
 
 def pytorch_medians(output):
-    """{`layer/pass`: median ms} from `pytorch_norms.py`'s tables."""
+    """{`layer/pass`: median ms} from `pytorch_norms.py`'s tables (`-`: a pass not timed)."""
     medians = {}
     for line in output.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and re.fullmatch(r"[\d.]+", cells[2]):  # layer, shape, fwd, GB/s, both
-            medians[f"{cells[0]}/forward"] = float(cells[2])
-            medians[f"{cells[0]}/forward+backward"] = float(cells[4])
+        if len(cells) == 5 and re.fullmatch(r"[\d.]+|-", cells[2]):  # layer, shape, fwd, GB/s, both
+            for pass_, ms in (("forward", cells[2]), ("forward+backward", cells[4])):
+                if ms != "-":  # a pass not timed
+                    medians[f"{cells[0]}/{pass_}"] = float(ms)
         elif len(cells) == 3 and re.fullmatch(r"[\d.]+", cells[1]):  # convolution, fwd, both
             medians[f"{cells[0]}/forward"] = float(cells[1])
             medians[f"{cells[0]}/forward+backward"] = float(cells[2])
@@ -115,11 +120,14 @@ def main():
     parser.add_argument("--threads", type=int, help="PyTorch's CPU threads (ours: rayon's, all)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     parser.add_argument("--no-conv", action="store_true", help="the normalizers only")
+    parser.add_argument("--each-alone", action="store_true",
+                        help="every normalizer case in a process of its own, on both sides"
+                        " (the normalizers only)")
     parser.add_argument("--measurement-time", type=float, default=3.0, help="criterion, seconds")
     parser.add_argument("--repeats", type=int, default=30, help="PyTorch's samples per case")
     args = parser.parse_args()
 
-    benches = ["norms"] + ([] if args.no_conv else ["conv"])
+    benches = ["norms"] + ([] if args.no_conv or args.each_alone else ["conv"])
     executables = build(args.profile, args.features, benches)
     env = dict(os.environ)
     criterion_args = ["--bench", "/normzoo", "--warm-up-time", "1",
@@ -128,18 +136,32 @@ def main():
                "--repeats", str(args.repeats)]
     if args.threads:
         pytorch += ["--threads", str(args.threads)]
-    if not args.no_conv:
+    if "conv" in benches:
         pytorch.append("--conv")
+
+    # The processes of a round, alternately ours and PyTorch's: (our bench and its arguments,
+    # PyTorch's arguments).
+    processes = [([executables[bench]] + criterion_args, None) for bench in benches]
+    processes[-1] = (processes[-1][0], pytorch)
+    if args.each_alone:
+        listed = run([executables["norms"], "--list"], env).splitlines()
+        cases = [line.removesuffix(": benchmark") for line in listed
+                 if line.endswith("/normzoo: benchmark")]
+        processes = []
+        for case in cases:
+            layer, pass_, _ = case.split("/")
+            processes.append(([executables["norms"], "--bench", "--exact", case] + criterion_args[2:],
+                              pytorch + ["--layer", layer, "--pass", pass_]))
 
     ours, theirs = {}, {}
     for round_ in range(1, args.rounds + 1):
-        print(f"round {round_}/{args.rounds}: ours", file=sys.stderr)
-        for bench in benches:
-            for name, ms in criterion_medians(run([executables[bench]] + criterion_args, env)).items():
+        print(f"round {round_}/{args.rounds}", file=sys.stderr)
+        for ours_command, pytorch_command in processes:
+            for name, ms in criterion_medians(run(ours_command, env)).items():
                 ours.setdefault(name.removesuffix("/normzoo"), []).append(ms)
-        print(f"round {round_}/{args.rounds}: PyTorch", file=sys.stderr)
-        for name, ms in pytorch_medians(run(pytorch, env)).items():
-            theirs.setdefault(name, []).append(ms)
+            if pytorch_command:
+                for name, ms in pytorch_medians(run(pytorch_command, env)).items():
+                    theirs.setdefault(name, []).append(ms)
 
     print(f"{cpu()}, {os.cpu_count()} CPUs; our {args.profile} profile"
           + (f" with --features {args.features}" if args.features else "")

@@ -22,6 +22,8 @@ import time
 import torch
 import torch.nn as nn
 
+from cifar_models import LayerNorm2d, resnet18_cifar
+
 # (name, shape, module factory): the cases of benches/norms.rs.
 CASES = [
     ("BatchNorm", (64, 64, 32, 32), lambda: nn.BatchNorm2d(64)),
@@ -31,18 +33,6 @@ CASES = [
     ("RmsNorm", (32, 128, 1, 768), lambda: nn.RMSNorm(768)),
     ("LayerNorm2d", (16, 96, 56, 56), lambda: LayerNorm2d(96)),
 ]
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """timm's channels-first LayerNorm (ConvNeXt): LayerNorm over axis 1 of [N, C, H, W]."""
-
-    def __init__(self, channels):
-        super().__init__(channels, eps=1e-6)
-
-    def forward(self, x):
-        x = x.permute(0, 2, 3, 1)
-        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 def sync(device):
@@ -64,24 +54,32 @@ def median_ms(run, device, warmup, repeats, calls_per_sync=1):
     return statistics.median(times)
 
 
-def bench_norms(device, warmup, repeats, calls_per_sync):
+def bench_norms(device, warmup, repeats, calls_per_sync, layers, passes):
+    """Times the `CASES` named in `layers` (all if empty), the passes in `passes`; a pass not
+    timed prints as `-`."""
     print("| layer | shape | forward ms | forward GB/s | forward+backward ms |")
     print("|---|---|---|---|---|")
     for name, shape, factory in CASES:
+        if layers and name not in layers:
+            continue
         layer = factory().to(device).train()
         x = torch.rand(shape, device=device)
-        forward = median_ms(lambda: layer(x), device, warmup, repeats, calls_per_sync)
-        xg = x.clone().requires_grad_(True)
+        forward = gbs = both = "-"
+        if "forward" in passes:
+            ms = median_ms(lambda: layer(x), device, warmup, repeats, calls_per_sync)
+            forward, gbs = f"{ms:.3f}", f"{2 * 4 * x.numel() / (ms * 1e-3) / 1e9:.1f}"
+        if "forward+backward" in passes:
+            xg = x.clone().requires_grad_(True)
 
-        def forward_backward():
-            xg.grad = None
-            y = layer(xg)
-            y.backward(torch.ones_like(y))
+            def forward_backward():
+                xg.grad = None
+                y = layer(xg)
+                y.backward(torch.ones_like(y))
 
-        both = median_ms(forward_backward, device, warmup, repeats, calls_per_sync)
-        gbs = 2 * 4 * x.numel() / (forward * 1e-3) / 1e9
+            ms = median_ms(forward_backward, device, warmup, repeats, calls_per_sync)
+            both = f"{ms:.3f}"
         dims = "×".join(map(str, shape))
-        print(f"| {name} | {dims} | {forward:.3f} | {gbs:.1f} | {both:.3f} |")
+        print(f"| {name} | {dims} | {forward} | {gbs} | {both} |")
 
 
 # (name, input channels, output channels, size, kernel, stride): the shapes of benches/conv.rs,
@@ -116,15 +114,6 @@ def bench_conv(device, warmup, repeats):
         print(f"| {name} | {forward:.2f} | {both:.2f} |")
 
 
-def resnet18_cifar():
-    import torchvision
-
-    model = torchvision.models.resnet18(num_classes=10)
-    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
-
-
 def bench_resnet(device, train_batch, infer_batch, warmup, steps):
     torch.manual_seed(42)
     model = resnet18_cifar().to(device)
@@ -156,6 +145,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--calls-per-sync", type=int, default=1,
                         help="normalizer calls per wait for the device")
+    parser.add_argument("--layer", action="append", default=[], choices=[c[0] for c in CASES],
+                        help="time only this normalizer (repeatable)")
+    parser.add_argument("--pass", dest="passes", action="append",
+                        choices=["forward", "forward+backward"],
+                        help="time only this pass (repeatable; both by default)")
     parser.add_argument("--conv", action="store_true", help="also time ResNet18-CIFAR's convolutions")
     parser.add_argument("--resnet", action="store_true", help="also time ResNet18-CIFAR")
     parser.add_argument("--train-batch", type=int, default=64)
@@ -168,7 +162,8 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}"
           + (f" samples of {args.calls_per_sync} calls" if args.calls_per_sync > 1 else ""))
-    bench_norms(device, args.warmup, args.repeats, args.calls_per_sync)
+    passes = args.passes or ["forward", "forward+backward"]
+    bench_norms(device, args.warmup, args.repeats, args.calls_per_sync, args.layer, passes)
     if args.conv:
         bench_conv(device, args.warmup, min(args.repeats, 10))
     if args.resnet:

@@ -68,18 +68,13 @@ def read_idx(directory, stem):
 def norm_layer(name):
     """torchvision's `norm_layer` for one of normzoo's normalizer names."""
     import torch.nn as nn
-
-    class LayerNorm2d(nn.LayerNorm):
-        """timm's: layer normalization over the channels at every position."""
-
-        def forward(self, x):
-            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    from cifar_models import LayerNorm2d
 
     kind, _, groups = name.partition(":")
     layers = {
         "batch": nn.BatchNorm2d,
         "group": lambda channels: nn.GroupNorm(int(groups or 32), channels),
-        "layer2d": lambda channels: LayerNorm2d(channels, eps=1e-6),
+        "layer2d": LayerNorm2d,
         "instance": lambda channels: nn.InstanceNorm2d(channels, affine=True),
         "none": lambda channels: nn.Identity(),
     }
@@ -90,9 +85,8 @@ def norm_layer(name):
 
 def pytorch_worker(args):
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
-    import torchvision
+    from cifar_models import resnet18_cifar
 
     torch.manual_seed(args.seed)
     directory = fashion_mnist_dir(args.data_dir)
@@ -128,9 +122,7 @@ def pytorch_worker(args):
             crops.append(crop.flip(-1) if flip else crop)
         return torch.stack(crops)
 
-    model = torchvision.models.resnet18(num_classes=10, norm_layer=norm_layer(args.norm))
-    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
+    model = resnet18_cifar(10, norm_layer(args.norm))
     optimizer = torch.optim.SGD(
         model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
