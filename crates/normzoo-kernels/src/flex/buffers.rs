@@ -5,8 +5,9 @@ use std::mem::MaybeUninit;
 
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
-use burn::tensor::TensorData;
 use rayon::prelude::*;
+
+use super::cache::CACHE;
 
 /// The values of an f32 flex tensor in row-major order: borrowed when the tensor is
 /// contiguous, copied when it is not.
@@ -26,12 +27,13 @@ pub(super) fn flex_values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
-/// A flex tensor of `shape` holding `values`.
+/// A flex tensor of `shape` holding `values`, its buffer kept for a later output when the
+/// tensor drops (see [`cache`](super::cache)).
 pub(super) fn tensor_from(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
+    CACHE.tensor(values, shape.into())
 }
 
-/// A new buffer of `len` values, written by `fill` (which gets them uninitialised), and what
+/// A buffer of `len` values (a reused one where the cache has it), written by `fill` (which gets them uninitialised), and what
 /// else `fill` returns.
 ///
 /// This takes the place of `vec![0.0; len]` before a parallel write: zero-filling would be a
@@ -45,7 +47,7 @@ pub(super) unsafe fn filled<R>(
     len: usize,
     fill: impl FnOnce(&mut [MaybeUninit<f32>]) -> R,
 ) -> (Vec<f32>, R) {
-    let mut values = Vec::with_capacity(len);
+    let mut values = CACHE.take(len);
     let result = fill(&mut values.spare_capacity_mut()[..len]);
     // SAFETY: `fill` was given the first `len` values of the capacity, and the caller promises
     // that it wrote each of them.
@@ -159,5 +161,33 @@ impl GradBuffer {
             Self::Reused(tensor) => tensor,
             Self::Copied(values, shape) => tensor_from(values, shape),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_dropped_lends_its_buffer_to_the_next_output_of_its_length() {
+        // A length no other test's outputs have: the cache is the process's.
+        let (rows, row_len) = (4099, 64);
+        let write = |row: usize, out: &mut [MaybeUninit<f32>]| {
+            out.iter_mut().for_each(|v| {
+                v.write(row as f32);
+            })
+        };
+        // SAFETY: `write` writes every value of its row.
+        let (values, _) = unsafe { written_rows(rows * row_len, row_len, write) };
+        let first = tensor_from(values, [rows, row_len]);
+        let address = first.as_slice::<f32>().unwrap().as_ptr();
+        drop(first);
+
+        // SAFETY: as above.
+        let (values, _) = unsafe { written_rows(rows * row_len, row_len, write) };
+        let second = tensor_from(values, [rows, row_len]);
+        let second = second.as_slice::<f32>().unwrap();
+        assert_eq!(second.as_ptr(), address);
+        assert_eq!(second[row_len * 7], 7.0);
     }
 }

@@ -41,6 +41,7 @@ use crate::Grouping;
 mod autodiff;
 mod batch;
 mod buffers;
+mod cache;
 mod channels_first;
 pub(crate) mod conv;
 mod rows;
