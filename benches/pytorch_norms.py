@@ -1,10 +1,12 @@
 """PyTorch's side of BENCHMARKS.md: the normalizers of `benches/norms.rs` at the same shapes,
 ResNet18-CIFAR's convolutions of `benches/conv.rs` (with `--conv`), and ResNet18-CIFAR training
-and inference images/s as `examples/throughput.rs` measures them (with `--resnet`).
+and inference images/s as `examples/throughput.rs` measures them (with `--resnet`, or another
+of `benches/cifar_models.py`'s networks with `--model NAME`).
 
     python3 benches/pytorch_norms.py --threads 2            # CPU, as on our 2-core machine
     python3 benches/pytorch_norms.py --threads 2 --conv --resnet
     python3 benches/pytorch_norms.py --device cuda --resnet
+    python3 benches/pytorch_norms.py --threads 2 --no-norms --model vgg16-bn-cifar
 
 Prints a Markdown table: median milliseconds of the forward pass and of forward + backward
 (backward from an output gradient of ones, allocated in the call, as burn's `backward` does in
@@ -22,7 +24,8 @@ import time
 import torch
 import torch.nn as nn
 
-from cifar_models import LayerNorm2d, resnet18_cifar
+import cifar_models
+from cifar_models import LayerNorm2d
 
 # (name, shape, module factory): the cases of benches/norms.rs.
 CASES = [
@@ -114,9 +117,11 @@ def bench_conv(device, warmup, repeats):
         print(f"| {name} | {forward:.2f} | {both:.2f} |")
 
 
-def bench_resnet(device, train_batch, infer_batch, warmup, steps):
+def bench_model(name, device, train_batch, infer_batch, warmup, steps):
+    """Training (one SGD step with momentum) and inference images/s of the CIFAR network `name`
+    on random 32×32 images, as `examples/throughput.rs` times ours."""
     torch.manual_seed(42)
-    model = resnet18_cifar().to(device)
+    model = cifar_models.build(name).to(device)
     optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     images = torch.randn(train_batch, 3, 32, 32, device=device)
@@ -133,7 +138,7 @@ def bench_resnet(device, train_batch, infer_batch, warmup, steps):
     batch = torch.randn(infer_batch, 3, 32, 32, device=device)
     with torch.no_grad():
         infer_ms = median_ms(lambda: model(batch), device, warmup, steps)
-    print(f"ResNet18-CIFAR: training batch {train_batch}: {train_batch / train_ms * 1e3:.1f} images/s;"
+    print(f"{name}: training batch {train_batch}: {train_batch / train_ms * 1e3:.1f} images/s;"
           f" inference batch {infer_batch}: {infer_batch / infer_ms * 1e3:.1f} images/s")
 
 
@@ -145,6 +150,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--calls-per-sync", type=int, default=1,
                         help="normalizer calls per wait for the device")
+    parser.add_argument("--no-norms", action="store_true", help="skip the normalizers")
     parser.add_argument("--layer", action="append", default=[], choices=[c[0] for c in CASES],
                         help="time only this normalizer (repeatable)")
     parser.add_argument("--pass", dest="passes", action="append",
@@ -152,6 +158,8 @@ def main():
                         help="time only this pass (repeatable; both by default)")
     parser.add_argument("--conv", action="store_true", help="also time ResNet18-CIFAR's convolutions")
     parser.add_argument("--resnet", action="store_true", help="also time ResNet18-CIFAR")
+    parser.add_argument("--model", choices=cifar_models.NAMES,
+                        help="also time this network (--resnet: resnet18-cifar)")
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--infer-batch", type=int, default=256)
     parser.add_argument("--resnet-steps", type=int, default=10)
@@ -163,11 +171,13 @@ def main():
     print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}"
           + (f" samples of {args.calls_per_sync} calls" if args.calls_per_sync > 1 else ""))
     passes = args.passes or ["forward", "forward+backward"]
-    bench_norms(device, args.warmup, args.repeats, args.calls_per_sync, args.layer, passes)
+    if not args.no_norms:
+        bench_norms(device, args.warmup, args.repeats, args.calls_per_sync, args.layer, passes)
     if args.conv:
         bench_conv(device, args.warmup, min(args.repeats, 10))
-    if args.resnet:
-        bench_resnet(device, args.train_batch, args.infer_batch, args.warmup, args.resnet_steps)
+    model = args.model or ("resnet18-cifar" if args.resnet else None)
+    if model:
+        bench_model(model, device, args.train_batch, args.infer_batch, args.warmup, args.resnet_steps)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-//! ResNet18-CIFAR training and inference speed, in images per second, on each backend named.
+//! An image classifier's training and inference speed (ResNet18-CIFAR unless `--model` names
+//! another), in images per second, on each backend named.
 //!
 //! ```sh
 //! cargo run --release --example throughput
+//! cargo run --release --example throughput -- --model vgg16-bn-cifar
 //! cargo run --release --features wgpu --example throughput -- --devices flex,wgpu
 //! cargo run --release --features wgpu --example throughput -- --devices wgpu --precision f16
 //! ```
@@ -10,8 +12,8 @@
 //! after warm-up steps that let the backend compile and cache its kernels; inference is the
 //! evaluation-mode forward pass (`model.valid()`). Each device's work is waited for before the
 //! clock stops. Peak memory is the process's peak resident set (Linux only), reset before each
-//! device, so for a GPU backend it is host memory only. `benches/pytorch_norms.py --resnet`
-//! measures the same network in PyTorch.
+//! device, so for a GPU backend it is host memory only. `benches/pytorch_norms.py --model NAME`
+//! measures the same network in PyTorch (`benches/cifar_models.py` defines the CIFAR ones).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use burn::optim::{SgdConfig, momentum::MomentumConfig};
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use clap::Parser;
 use normzoo::backend::device;
-use normzoo::models::ResNetConfig;
+use normzoo::models::{ImageClassifier, ModelError, ModelOptions, create_model, find_architecture};
 use normzoo::norm::{NormConfig, cast_outside_normalizers};
 use normzoo::train::{MixedPrecision, Precision, gradients};
 
@@ -32,16 +34,19 @@ use normzoo::train::{MixedPrecision, Precision, gradients};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Measure ResNet18-CIFAR training and inference throughput.
+/// Measure an image classifier's training and inference throughput on 32×32 images.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// Backends to measure, comma-separated: flex, ndarray, wgpu (those compiled in).
     #[arg(long, value_delimiter = ',', default_value = "flex")]
     devices: Vec<String>,
-    /// The normalizer after every convolution: batch, group[:G], layer2d, instance, none.
-    #[arg(long, default_value = "batch")]
-    norm: NormConfig,
+    /// The network, by its registered name: resnet18-cifar, vgg16-bn-cifar, convnext-cifar, …
+    #[arg(long, default_value = "resnet18-cifar")]
+    model: String,
+    /// A normalizer in place of the model's own: batch, group[:G], layer2d, instance, none.
+    #[arg(long)]
+    norm: Option<NormConfig>,
     /// Images per training step.
     #[arg(long, default_value_t = 64)]
     train_batch: usize,
@@ -73,9 +78,18 @@ fn main() -> ExitCode {
         eprintln!("error: --steps, --train-batch and --infer-batch must be at least 1");
         return ExitCode::FAILURE;
     }
+    let Some(architecture) = find_architecture(&args.model).filter(|a| a.classifier.is_some())
+    else {
+        let known = ImageClassifier::names();
+        eprintln!("error: {}", ModelError::unknown_model(&args.model, &known));
+        return ExitCode::FAILURE;
+    };
     println!(
-        "ResNet18-CIFAR ({}, {}), training batch {}, inference batch {}, {} timed steps after {} warm-up, {} allocator",
-        args.norm,
+        "{} ({}, {}), training batch {}, inference batch {}, {} timed steps after {} warm-up, {} allocator",
+        architecture.name,
+        args.norm
+            .as_ref()
+            .map_or_else(|| "its own normalizer".into(), ToString::to_string),
         args.precision,
         args.train_batch,
         args.infer_batch,
@@ -124,10 +138,11 @@ fn measure(args: &Args, device: &Device) -> Result<Throughput, String> {
     reset_peak_memory();
     let autodiff = device.clone().autodiff();
     device.seed(42);
-    let mut model = ResNetConfig::resnet18_cifar(10)
-        .with_norm(args.norm.clone())
-        .init(&autodiff)
-        .map_err(|err| err.to_string())?;
+    let options = ModelOptions::new()
+        .with_num_classes(10)
+        .with_norm(args.norm.clone());
+    let mut model =
+        create_model(&args.model, &options, &autodiff).map_err(|err| err.to_string())?;
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
         .init();
