@@ -7,6 +7,7 @@
 //!   same result from tensor ops (`normzoo-norm`'s composed path, which the kernels are tested
 //!   against).
 //! - [`conv2d`]: a 2-D convolution, on flex by im2col and large matrix products.
+//! - [`gelu`]: GELU, on flex in one vectorized pass each way.
 //! - [`backend`]: the backends compiled into this build (cargo features `flex`, `ndarray`,
 //!   `wgpu`), and their devices by name.
 //!
@@ -22,12 +23,14 @@ pub mod backend;
 mod conv;
 #[cfg(feature = "flex")]
 mod flex;
+mod gelu;
 mod grouping;
 mod kernels;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 
 pub use conv::conv2d;
+pub use gelu::gelu;
 pub use grouping::Grouping;
 #[cfg(any(feature = "flex", feature = "wgpu"))]
 pub use kernels::Kernels;

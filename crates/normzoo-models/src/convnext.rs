@@ -4,8 +4,8 @@ use burn::config::Config;
 use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Distribution, Tensor};
+use normzoo_kernels::gelu;
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::common::{normal_002, reset_linear, zeroed};

@@ -7,8 +7,8 @@ use burn::nn::attention::{
     MhaInput, MultiHeadAttention, MultiHeadAttentionConfig, generate_autoregressive_mask,
 };
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor};
+use normzoo_kernels::gelu;
 use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
