@@ -25,8 +25,9 @@ use burn::tensor::Tensor;
 /// (`dY` as `[(b, p), Co]` for the weight gradient, rather than `dY · colᵀ`). Each thread
 /// takes one contiguous run of the batch, with its own buffers and its own part of `dW`: a
 /// weight gradient is a small output over a long sum, which gemm's own threading splits
-/// poorly. Grouped convolutions, `Same` padding, other dtypes and other backends use burn's
-/// convolution.
+/// poorly. Depthwise convolutions (a filter per channel) of stride 1 that keep the image's
+/// size, ConvNeXt's, have kernels of their own (shifted rows added tap by tap). Other grouped
+/// convolutions, `Same` padding, other dtypes and other backends use burn's convolution.
 ///
 /// # Panics
 ///
@@ -34,7 +35,9 @@ use burn::tensor::Tensor;
 /// kernel that spans more than the padded input.
 pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if let Some(output) = crate::flex::conv::try_conv2d(conv, &input) {
+    if let Some(output) = crate::flex::conv::try_conv2d(conv, &input)
+        .or_else(|| crate::flex::conv::depthwise::try_depthwise(conv, &input))
+    {
         return output;
     }
     conv.forward(input)
@@ -57,6 +60,7 @@ mod tests {
         stride: [usize; 2],
         padding: PaddingConfig2d,
         dilation: [usize; 2],
+        groups: usize,
         bias: bool,
         /// Whether the input takes part in autodiff (a network's first layer's does not).
         input_grad: bool,
@@ -72,6 +76,7 @@ mod tests {
                 stride: [1, 1],
                 padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
                 dilation: [1, 1],
+                groups: 1,
                 bias: false,
                 input_grad: true,
             }
@@ -86,6 +91,7 @@ mod tests {
             .with_stride(case.stride)
             .with_padding(case.padding)
             .with_dilation(case.dilation)
+            .with_groups(case.groups)
             .with_bias(case.bias)
             .init(&device);
         let [height, width] = case.input;
@@ -134,6 +140,72 @@ mod tests {
             ours.into_data()
                 .assert_approx_eq::<f32>(&theirs.into_data(), tolerance);
         }
+    }
+
+    /// A depthwise case, checked to take the depthwise kernels.
+    fn assert_depthwise_matches_burn(case: Case) {
+        let device = Device::flex();
+        let conv = Conv2dConfig::new(case.channels, case.kernel)
+            .with_padding(case.padding.clone())
+            .with_groups(case.groups)
+            .init(&device);
+        let x = Tensor::<4>::zeros([1, case.channels[0], case.input[0], case.input[1]], &device);
+        assert!(crate::flex::conv::depthwise::try_depthwise(&conv, &x).is_some());
+        assert_matches_burn(case);
+    }
+
+    #[test]
+    fn depthwise_7x7_with_bias() {
+        assert_depthwise_matches_burn(Case {
+            channels: [6, 6],
+            groups: 6,
+            kernel: [7, 7],
+            padding: PaddingConfig2d::Explicit(3, 3, 3, 3),
+            bias: true,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn depthwise_7x7_on_an_image_smaller_than_the_kernel_without_input_gradient() {
+        // ConvNeXt-CIFAR's last stage: 2×2 maps.
+        assert_depthwise_matches_burn(Case {
+            channels: [4, 4],
+            groups: 4,
+            input: [3, 2],
+            kernel: [7, 7],
+            padding: PaddingConfig2d::Explicit(3, 3, 3, 3),
+            input_grad: false,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn depthwise_rectangular_kernel() {
+        assert_depthwise_matches_burn(Case {
+            channels: [3, 3],
+            groups: 3,
+            input: [6, 11],
+            kernel: [3, 5],
+            padding: PaddingConfig2d::Explicit(1, 2, 1, 2),
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn grouped_but_not_depthwise_takes_burns_convolution() {
+        let case = Case {
+            channels: [4, 4],
+            groups: 2,
+            ..Case::default()
+        };
+        let conv = Conv2dConfig::new(case.channels, case.kernel)
+            .with_padding(case.padding.clone())
+            .with_groups(case.groups)
+            .init(&Device::flex());
+        let x = Tensor::<4>::zeros([1, 4, 9, 9], &Device::flex());
+        assert!(crate::flex::conv::depthwise::try_depthwise(&conv, &x).is_none());
+        assert_matches_burn(case);
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl ConvNextBlock {
     /// squarer), and their backward pass computes `N·H` weight gradients and sums them, which
     /// took about a third of a CIFAR ConvNeXt's training step on the CPU.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = self.norm.forward(self.dwconv.forward(input.clone()));
+        let x = self.norm.forward(conv2d(&self.dwconv, input.clone()));
         let [n, c, h, w] = x.dims();
         let rows = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]); // channels last
         let x = self.pwconv2.forward(gelu(self.pwconv1.forward(rows)));

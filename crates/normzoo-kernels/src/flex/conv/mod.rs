@@ -1,7 +1,7 @@
 //! The flex convolution behind [`conv2d`](crate::conv2d): im2col and gemm, forward and backward.
 //!
 //! Files: the extension trait and its launch here, the autodiff registration in
-//! `autodiff.rs`, the shapes in `geometry.rs`, the kernels (im2col, the three products,
+//! `autodiff.rs`, the depthwise convolution (ConvNeXt's) in `depthwise.rs`, the shapes in `geometry.rs`, the kernels (im2col, the three products,
 //! col2im) in `im2col.rs`, and the matrix products, thread runs and scratch buffers they share
 //! in `gemm.rs`.
 
@@ -18,6 +18,7 @@ use super::buffers::{flex_values, tensor_from};
 use crate::Kernels;
 
 mod autodiff;
+pub(crate) mod depthwise;
 mod gemm;
 mod geometry;
 mod im2col;
