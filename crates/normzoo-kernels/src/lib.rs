@@ -7,7 +7,7 @@
 //!   same result from tensor ops (`normzoo-norm`'s composed path, which the kernels are tested
 //!   against).
 //! - [`conv2d`]: a 2-D convolution, on flex by im2col and large matrix products.
-//! - [`gelu`]: GELU, on flex in one vectorized pass each way.
+//! - [`gelu`] and [`relu`]: activations, on flex in one pass each way (ReLU in place).
 //! - [`backend`]: the backends compiled into this build (cargo features `flex`, `ndarray`,
 //!   `wgpu`), and their devices by name.
 //!
@@ -17,20 +17,20 @@
 
 #![warn(missing_docs)]
 
+mod activation;
 #[cfg(any(feature = "flex", feature = "wgpu"))]
 mod autodiff;
 pub mod backend;
 mod conv;
 #[cfg(feature = "flex")]
 mod flex;
-mod gelu;
 mod grouping;
 mod kernels;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 
+pub use activation::{gelu, relu};
 pub use conv::conv2d;
-pub use gelu::gelu;
 pub use grouping::Grouping;
 #[cfg(any(feature = "flex", feature = "wgpu"))]
 pub use kernels::Kernels;

@@ -5,13 +5,12 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor};
-use normzoo_kernels::gelu;
+use normzoo_kernels::{conv2d, gelu};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::common::{normal_002, reset_linear, zeroed};
 use crate::error::refuse_channels_last;
 use crate::{Backbone, FeatureInfo, ModelError, TorchvisionWeights};
-use normzoo_kernels::conv2d;
 
 /// Configuration of a [`ConvNext`] (ConvNeXt-T by default).
 #[derive(Config, Debug)]

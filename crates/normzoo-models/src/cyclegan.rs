@@ -5,15 +5,14 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::{conv2d, relu};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::{conv_bias_before, conv_normal_002 as conv, normal_002, zeroed};
 use crate::error::refuse_channels_last;
-use normzoo_kernels::conv2d;
 
 /// Configuration of a [`ResnetGenerator`]. The defaults are the reference's `resnet_9blocks`.
 #[derive(Config, Debug)]

@@ -3,8 +3,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::relu;
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;

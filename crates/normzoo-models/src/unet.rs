@@ -6,14 +6,13 @@ use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::{conv2d, relu};
 use normzoo_norm::{Norm, NormConfig};
 
 use crate::ModelError;
 use crate::common::conv_bias_before;
 use crate::error::refuse_channels_last;
-use normzoo_kernels::conv2d;
 
 /// Configuration of a [`UNet`].
 #[derive(Config, Debug)]

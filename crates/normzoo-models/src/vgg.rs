@@ -6,15 +6,14 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use normzoo_kernels::{conv2d, relu};
 use normzoo_norm::{Norm, NormConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{reset_linear, zeroed};
 use crate::error::refuse_channels_last;
 use crate::{Backbone, FeatureInfo, ModelError, TorchvisionWeights};
-use normzoo_kernels::conv2d;
 
 /// The classifier of a [`Vgg`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::buffers::{GradBuffer, flex_values as values, narrow, tensor_from, written_rows};
+use super::buffers::{ReusedBuffer, flex_values as values, narrow, tensor_from, written_rows};
 use super::simd::{lane_sums, moments, vectorized};
 
 /// `[N, C, S]` of a rank-3 flex tensor.
@@ -125,7 +125,7 @@ pub(super) fn batch_backward(
         mean_low,
         rstd,
     } = channels;
-    let mut buffer = GradBuffer::new(output_grad);
+    let mut buffer = ReusedBuffer::new(output_grad);
     let grad = buffer.values_mut();
     // Pass 1, per channel: Σ dy and Σ dy·x̂.
     let sums: Vec<(f64, f64)> = (0..channel_count)

@@ -127,15 +127,15 @@ pub(super) fn narrow(values: Vec<f64>, len: usize) -> FlexTensor {
     tensor_from(values.into_iter().map(|v| v as f32).collect(), [len])
 }
 
-/// The output gradient as a buffer the input gradient is written into: its own storage when
-/// nothing else holds it (which saves allocating and faulting in a buffer the size of the
-/// input), else a contiguous copy.
-pub(super) enum GradBuffer {
+/// A tensor's values as a buffer to write over (an output gradient the input gradient
+/// replaces, ReLU's input its output replaces): its own storage when nothing else holds it
+/// (which saves allocating and faulting in a buffer of its size), else a contiguous copy.
+pub(super) enum ReusedBuffer {
     Reused(FlexTensor),
     Copied(Vec<f32>, Vec<usize>),
 }
 
-impl GradBuffer {
+impl ReusedBuffer {
     pub(super) fn new(mut grad: FlexTensor) -> Self {
         let len = grad.shape().num_elements();
         let whole = grad.as_slice::<f32>().map(<[f32]>::len) == Some(len)

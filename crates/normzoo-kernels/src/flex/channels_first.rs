@@ -15,7 +15,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::buffers::{Disjoint, GradBuffer, filled, flex_values as values, narrow, tensor_from};
+use super::buffers::{Disjoint, ReusedBuffer, filled, flex_values as values, narrow, tensor_from};
 use super::rows::STATISTICS;
 use super::simd::{BLOCK, LANES};
 
@@ -184,7 +184,7 @@ pub(super) fn backward(
     let shape = x.shape().to_vec();
     let dims @ [_, channels, pixels] = [shape[0], shape[1], shape[2]];
     let (x, gamma) = (values(x), values(gamma));
-    let mut buffer = GradBuffer::new(output_grad);
+    let mut buffer = ReusedBuffer::new(output_grad);
     let grad = Disjoint::new(buffer.values_mut());
     let zeros = || (vec![0.0f64; channels], vec![0.0f64; channels]);
     let (gamma_grad, beta_grad) = blocks(dims)

@@ -12,7 +12,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use rayon::prelude::*;
 
-use super::buffers::{GradBuffer, filled, flex_values, tensor_from};
+use super::buffers::{ReusedBuffer, filled, flex_values, tensor_from};
 use super::simd::vectorized;
 use crate::autodiff::{FusedBackward, recorded};
 
@@ -73,7 +73,7 @@ fn forward(x: &FlexTensor) -> FlexTensor {
 /// `dx = dy·(Φ(x) + x·φ(x))`, written over `dy` where nothing else holds it.
 fn backward(grad: FlexTensor, x: &FlexTensor) -> FlexTensor {
     let values = flex_values(x);
-    let mut grad = GradBuffer::new(grad);
+    let mut grad = ReusedBuffer::new(grad);
     grad.values_mut()
         .par_chunks_mut(CHUNK)
         .zip(values.par_chunks(CHUNK))

@@ -30,7 +30,7 @@
 //!
 //! Files: the extension trait and its launch on flex here, the autodiff registration in
 //! `autodiff.rs`, the kernels in `rows.rs`, `channels_first.rs` and `batch.rs` (and the
-//! convolution in `conv.rs`, GELU in `gelu.rs`), the summation and instruction-set helpers in `simd.rs`, and the
+//! convolution in `conv.rs`, GELU and ReLU in `gelu.rs` and `relu.rs`), the summation and instruction-set helpers in `simd.rs`, and the
 //! buffers between flex tensors and the kernels in `buffers.rs`.
 
 use burn::backend::tensor::FloatTensor;
@@ -45,6 +45,7 @@ mod cache;
 mod channels_first;
 pub(crate) mod conv;
 pub(crate) mod gelu;
+pub(crate) mod relu;
 mod rows;
 mod simd;
 

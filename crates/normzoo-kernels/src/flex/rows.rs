@@ -7,7 +7,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::buffers::{GradBuffer, flex_values as values, narrow, tensor_from, written_rows};
+use super::buffers::{ReusedBuffer, flex_values as values, narrow, tensor_from, written_rows};
 use super::simd::{LANES, lane_sum, lane_sums, moments, vectorized};
 use crate::Grouping;
 
@@ -143,7 +143,7 @@ pub(super) fn backward(
     let width = grouping.row_len();
     let channels = grouping.channels();
     let (x, gamma) = (values(x), values(gamma));
-    let mut buffer = GradBuffer::new(output_grad);
+    let mut buffer = ReusedBuffer::new(output_grad);
     let grad = buffer.values_mut();
     let zeros = || AffineGrads::zeros(channels);
     let sums = grad

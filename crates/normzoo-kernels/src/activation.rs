@@ -1,4 +1,4 @@
-//! GELU, fused on flex: see [`gelu`].
+//! Activations with flex kernels of their own: [`gelu`] and [`relu`].
 
 use burn::tensor::Tensor;
 
@@ -23,6 +23,27 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return Tensor::from_dispatch(<Dispatch as GeluBackend>::gelu(x.into_dispatch()));
     }
     burn::tensor::activation::gelu(x)
+}
+
+/// ReLU, `max(x, 0)` (NaN stays NaN), as burn's [`relu`](burn::tensor::activation::relu) and
+/// PyTorch's `nn.ReLU()`.
+///
+/// On flex with f32 values it writes over its input when nothing else holds it, and saves its
+/// output for the backward pass (`dx = dy` where the output is positive, else 0), written over
+/// `dy`. burn's ReLU saves its input instead, so that its output is always a new buffer: after
+/// a normalizer, whose output nothing else holds, this one allocates nothing. Other dtypes and
+/// backends use burn's `relu`.
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if crate::Kernels::of(&x.device()) == Some(crate::Kernels::Flex)
+        && x.dtype() == burn::tensor::DType::F32
+    {
+        use burn::backend::Dispatch;
+
+        use crate::flex::relu::ReluBackend;
+        return Tensor::from_dispatch(<Dispatch as ReluBackend>::relu(x.into_dispatch()));
+    }
+    burn::tensor::activation::relu(x)
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -54,6 +75,31 @@ mod tests {
                 .into_data()
                 .assert_approx_eq::<f32>(&burn_grad.into_data(), tolerance);
         }
+    }
+
+    /// burn's ReLU, values and input gradients, including NaN and zeros, on a training device;
+    /// and the input's storage reused where nothing else holds it.
+    #[test]
+    fn relu_and_its_gradient_match_burns() {
+        let device = device("flex").unwrap().autodiff();
+        let x = Tensor::<2>::random([4, 5000], Distribution::Normal(0.0, 1.0), &device);
+        let x = x.slice_assign(
+            [0..1, 0..3],
+            Tensor::from_floats([[f32::NAN, 0.0, -0.0]], &device),
+        );
+        let dy = Tensor::<2>::random([4, 5000], Distribution::Normal(0.0, 1.0), &device);
+        let run = |relu: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let x = x.clone().require_grad();
+            let y = relu(x.clone() * 1.0);
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (y, x.grad(&grads).unwrap())
+        };
+        let (ours, our_grad) = run(&relu);
+        let (burns, burn_grad) = run(&burn::tensor::activation::relu);
+        let bits =
+            |t: Tensor<2>| -> Vec<u32> { t.into_data().iter::<f32>().map(f32::to_bits).collect() };
+        assert_eq!(bits(ours), bits(burns));
+        assert_eq!(bits(our_grad), bits(burn_grad));
     }
 
     #[test]
