@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn a_segmentation_decoder_trains_on_a_resnet_backbone() {
         let device = cpu().autodiff();
-        device.seed(3);
+        let _seed = normzoo_kernels::backend::seed_for_test(&device, 3);
         let backbone = ResNetConfig::resnet18(10)
             .with_stem(ResNetStem::Cifar)
             .with_width(4)

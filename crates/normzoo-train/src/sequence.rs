@@ -257,7 +257,7 @@ impl SequenceTraining {
 
 #[cfg(test)]
 mod tests {
-    use normzoo_kernels::backend::cpu_test_devices;
+    use normzoo_kernels::backend::{cpu_test_devices, seed_for_test};
     use normzoo_models::{TransformerBlockConfig, TransformerConfig};
 
     use super::*;
@@ -311,7 +311,7 @@ mod tests {
     fn a_few_steps_lower_the_loss() {
         for (backend, device) in cpu_test_devices() {
             let device = device.autodiff();
-            device.seed(3);
+            let _seed = seed_for_test(&device, 3);
             let training = short_training(Precision::F32);
             for model in tiny_models(&device) {
                 let mut steps = 0;

@@ -184,6 +184,24 @@ pub fn cpu_test_devices() -> Vec<(&'static str, Device)> {
     compiled_cpu_devices().unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// Seeds `device`'s random numbers for a test that trains, and keeps every other such test from
+/// reseeding them until the returned guard drops.
+///
+/// burn's CPU backends draw from one process-wide generator, and the tests of one binary run
+/// on several threads: a test that seeds and then draws its data and initial weights would
+/// otherwise have its stream restarted halfway by another test's seed, so its numbers (and
+/// whether a few steps lower its loss) would change from run to run. Hold the guard for as
+/// long as the test draws.
+pub fn seed_for_test(device: &Device, seed: u64) -> std::sync::MutexGuard<'static, ()> {
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding the guard leaves the generator as usable as before.
+    let guard = SEEDED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(seed);
+    guard
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
