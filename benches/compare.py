@@ -3,6 +3,7 @@
     python3 benches/compare.py --threads 2                 # the bench profile (release-like)
     python3 benches/compare.py --threads 2 --profile dev --features wgpu   # `cargo test`'s build
     python3 benches/compare.py --threads 2 --rounds 3 --no-conv
+    python3 benches/compare.py --threads 2 --no-norms       # ResNet18-CIFAR's convolutions only
     python3 benches/compare.py --threads 2 --each-alone    # a process per normalizer case
 
 Builds our criterion benches (`benches/norms.rs`, `benches/conv.rs`) with cargo, then runs,
@@ -120,6 +121,7 @@ def main():
     parser.add_argument("--threads", type=int, help="PyTorch's CPU threads (ours: rayon's, all)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     parser.add_argument("--no-conv", action="store_true", help="the normalizers only")
+    parser.add_argument("--no-norms", action="store_true", help="the convolutions only")
     parser.add_argument("--each-alone", action="store_true",
                         help="every normalizer case in a process of its own, on both sides"
                         " (the normalizers only)")
@@ -127,7 +129,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=30, help="PyTorch's samples per case")
     args = parser.parse_args()
 
-    benches = ["norms"] + ([] if args.no_conv or args.each_alone else ["conv"])
+    if args.no_norms and (args.no_conv or args.each_alone):
+        parser.error("--no-norms leaves only the convolutions: not with --no-conv or --each-alone")
+    benches = ([] if args.no_norms else ["norms"]) + (
+        [] if args.no_conv or args.each_alone else ["conv"])
     executables = build(args.profile, args.features, benches)
     env = dict(os.environ)
     criterion_args = ["--bench", "/normzoo", "--warm-up-time", "1",
@@ -138,6 +143,8 @@ def main():
         pytorch += ["--threads", str(args.threads)]
     if "conv" in benches:
         pytorch.append("--conv")
+    if args.no_norms:
+        pytorch.append("--no-norms")
 
     # The processes of a round, alternately ours and PyTorch's: (our bench and its arguments,
     # PyTorch's arguments).

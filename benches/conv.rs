@@ -33,7 +33,7 @@ struct Shape {
 
 const BATCH: usize = 64;
 
-const SHAPES: [Shape; 4] = [
+const SHAPES: [Shape; 6] = [
     Shape {
         name: "stage1 3x3 64->64 32x32",
         channels: [64, 64],
@@ -54,6 +54,20 @@ const SHAPES: [Shape; 4] = [
         size: 32,
         kernel: 1,
         stride: 2,
+    },
+    Shape {
+        name: "stage2 3x3 128->128 16x16",
+        channels: [128, 128],
+        size: 16,
+        kernel: 3,
+        stride: 1,
+    },
+    Shape {
+        name: "stage3 3x3 256->256 8x8",
+        channels: [256, 256],
+        size: 8,
+        kernel: 3,
+        stride: 1,
     },
     Shape {
         name: "stage4 3x3 512->512 4x4",
