@@ -1,6 +1,8 @@
 //! The convolution's kernels: the forward product over im2col columns, and the backward
 //! products with col2im.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -8,7 +10,7 @@ use super::gemm::{
     ColumnMajor, RowMajor, Scratch, chunks, matmul, sized, split_runs, thread_runs, with_scratch,
 };
 use super::geometry::Geometry;
-use crate::flex::buffers::{filled, flex_values, tensor_from};
+use crate::flex::buffers::{filled, flex_values, tensor_from, written_rows};
 
 /// `x` convolved with `weight` as `g` describes: per thread, a run of images; per chunk of
 /// them, `out = W · col`, then `out` (`[Co, (b, p)]`) moved to the output's `[b, Co, p]`.
@@ -17,7 +19,7 @@ pub(super) fn convolve(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     let rows = g.col_rows();
     let (runs, parallelism) = thread_runs(g.batch);
     let len = g.batch * g.channels_out * positions;
-    let write_runs = |output: &mut [std::mem::MaybeUninit<f32>]| {
+    let write_runs = |output: &mut [MaybeUninit<f32>]| {
         let output_runs = split_runs(output, &runs, g.channels_out * positions);
         runs.into_par_iter()
             .zip(output_runs)
@@ -125,6 +127,7 @@ pub(super) fn backward(
     };
     let weight_grad = (!weight_grad_parts.is_empty())
         .then(|| sum_transposed(&weight_grad_parts, g.col_rows(), g.channels_out));
+
     let x_grad = x_grad_convolved.or(x_grad_scattered);
     (
         x_grad.map(|values| tensor_from(values, [g.batch, g.channels_in, g.input[0], g.input[1]])),
@@ -137,31 +140,60 @@ pub(super) fn backward(
     )
 }
 
-/// The weight `[Co, Ci, Kh, Kw]` as `[Ci, Co, Kh, Kw]`, flipped in both spatial axes.
+/// The weight `[Co, Ci, Kh, Kw]` as `[Ci, Co, Kh, Kw]`, flipped in both spatial axes (one
+/// input channel per work item: ResNet18's last-stage weight, 2.4 M values, took 1.65 ms on
+/// one thread).
 pub(super) fn flipped(weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [kernel_h, kernel_w] = g.kernel;
     let taps = kernel_h * kernel_w;
-    let mut out = Vec::with_capacity(weight.len());
-    for c in 0..g.channels_in {
-        for o in 0..g.channels_out {
+    let write_channel = |c: usize, out: &mut [MaybeUninit<f32>]| {
+        for (o, out) in out.chunks_exact_mut(taps).enumerate() {
             let kernel = &weight[(o * g.channels_in + c) * taps..][..taps];
-            out.extend(kernel.iter().rev());
+            for (out, &value) in out.iter_mut().zip(kernel.iter().rev()) {
+                out.write(value);
+            }
         }
-    }
-    out
+    };
+    // SAFETY: each input channel's row holds `Co` kernels of `taps` values, all written.
+    unsafe { written_rows(weight.len(), g.channels_out * taps, write_channel) }.0
 }
 
-/// The sum of `parts` (each `[rows, cols]`, row-major), transposed.
+/// The sum of `parts` (each `[rows, cols]`, row-major), transposed: `[cols, rows]`.
+///
+/// In tiles of [`TILE`] × [`TILE`] values, so that both the parts and the output are read and
+/// written a cache line at a time: going down the parts' columns value by value, ResNet18's
+/// last-stage weight gradient (4608 × 512, two parts) took 4.5–5 ms, a tenth of that layer's
+/// forward and backward passes.
 pub(super) fn sum_transposed(parts: &[Vec<f32>], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * cols];
-    out.par_chunks_exact_mut(rows)
-        .enumerate()
-        .for_each(|(col, out_row)| {
-            for (row, value) in out_row.iter_mut().enumerate() {
-                *value = parts.iter().map(|part| part[row * cols + col]).sum();
-            }
-        });
-    out
+    const TILE: usize = 16;
+    let write_blocks = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(TILE * rows)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let first_col = block * TILE;
+                let width = out.len() / rows;
+                let mut tile = [[0.0f32; TILE]; TILE];
+                for first_row in (0..rows).step_by(TILE) {
+                    let height = TILE.min(rows - first_row);
+                    for (r, tile_row) in tile[..height].iter_mut().enumerate() {
+                        let at = (first_row + r) * cols + first_col;
+                        tile_row[..width].copy_from_slice(&parts[0][at..][..width]);
+                        for part in &parts[1..] {
+                            let values = &part[at..][..width];
+                            tile_row.iter_mut().zip(values).for_each(|(t, v)| *t += v);
+                        }
+                    }
+                    for (c, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                        let out_values = &mut out_row[first_row..][..height];
+                        for (r, value) in out_values.iter_mut().enumerate() {
+                            value.write(tile[r][c]);
+                        }
+                    }
+                }
+            })
+    };
+    // SAFETY: the blocks cover the output, and each writes every row of its block.
+    unsafe { filled(rows * cols, write_blocks) }.0
 }
 
 /// What every run of [`backward`] reads.
@@ -385,4 +417,25 @@ pub(super) fn col2im(col: &[f32], g: &Geometry, x_grad: &mut [f32]) {
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_transposed_covers_partial_tiles() {
+        // Neither dimension a multiple of the tile, and three parts.
+        let (rows, cols) = (37, 21);
+        let parts: Vec<Vec<f32>> = (0..3)
+            .map(|p| (0..rows * cols).map(|i| (i * 3 + p) as f32).collect())
+            .collect();
+        let out = sum_transposed(&parts, rows, cols);
+        for c in 0..cols {
+            for r in 0..rows {
+                let expected: f32 = parts.iter().map(|part| part[r * cols + c]).sum();
+                assert_eq!(out[c * rows + r], expected, "row {r}, column {c}");
+            }
+        }
+    }
 }
