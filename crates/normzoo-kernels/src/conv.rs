@@ -261,6 +261,25 @@ mod tests {
     }
 
     #[test]
+    fn whole_rows_shifted_with_one_sided_padding_and_a_dilated_height() {
+        // Output rows as wide as the input's: each kernel position's column row is the input
+        // shifted by a constant, here past the top and left edges only, and on a map smaller
+        // than the kernel's reach.
+        for (input, padding, dilation) in [
+            ([6, 5], PaddingConfig2d::Explicit(2, 2, 0, 0), [1, 1]),
+            ([7, 6], PaddingConfig2d::Explicit(2, 1, 2, 1), [2, 1]),
+            ([2, 2], PaddingConfig2d::Explicit(1, 1, 1, 1), [1, 1]),
+        ] {
+            assert_matches_burn(Case {
+                input,
+                padding,
+                dilation,
+                ..Case::default()
+            });
+        }
+    }
+
+    #[test]
     fn padding_wider_than_the_kernel() {
         // Stride 1, but no convolution gives this input gradient: it is scattered instead.
         assert_matches_burn(Case {

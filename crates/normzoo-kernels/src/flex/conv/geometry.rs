@@ -75,6 +75,14 @@ impl Geometry {
         })
     }
 
+    /// Whether every kernel position reads the input shifted by a constant in row-major
+    /// order: stride 1 and dilation 1 along the width, stride 1 along the height, and an
+    /// output as wide as the input (so both have the same row length). ResNet's 3×3
+    /// convolutions with padding 1 do, and so do their input gradients.
+    pub(super) fn shifts_whole_rows(&self) -> bool {
+        self.stride == [1, 1] && self.dilation[1] == 1 && self.output[1] == self.input[1]
+    }
+
     /// Values per input image.
     pub(super) fn image_len(&self) -> usize {
         self.channels_in * self.input[0] * self.input[1]

@@ -337,6 +337,11 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, images: std::ops::Range<usize>, co
             for (image, out) in images.clone().zip(col_row.chunks_exact_mut(out_h * out_w)) {
                 let plane =
                     &x[(image * g.channels_in + channel) * height * width..][..height * width];
+                if g.shifts_whole_rows() {
+                    let offset = row_offset * width as isize + col_offset;
+                    shifted_plane(plane, offset, out_w, (&rows_in, &cols_in), out);
+                    continue;
+                }
                 for (oh, out_row) in out.chunks_exact_mut(out_w).enumerate() {
                     if !rows_in.contains(&oh) {
                         out_row.fill(0.0);
@@ -362,6 +367,38 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, images: std::ops::Range<usize>, co
                 }
             }
         });
+}
+
+/// One row of a column buffer for one image, where the convolution
+/// [shifts whole rows](Geometry::shifts_whole_rows): output position `q` (`oh·W + ow`) takes
+/// input value `q + offset` where `oh` is in `rows` and `ow` in `cols`, and 0 elsewhere. The
+/// valid rows are one copy (where it strays past the rows' edges, the values land on columns
+/// outside `cols`, which are zeroed after): a 3×3 kernel on a 4×4 map, done row by row, is 4
+/// copies of 3–4 values each.
+pub(super) fn shifted_plane(
+    plane: &[f32],
+    offset: isize,
+    width: usize,
+    (rows, cols): (&std::ops::Range<usize>, &std::ops::Range<usize>),
+    out: &mut [f32],
+) {
+    let (start, end) = (rows.start * width, rows.end * width);
+    out[..start].fill(0.0);
+    out[end.max(start)..].fill(0.0);
+    if rows.is_empty() {
+        return;
+    }
+    // The positions of the valid rows whose input lies inside the plane.
+    let first = start.max((-offset).max(0) as usize);
+    let last = end.min((plane.len() as isize - offset).max(0) as usize);
+    if first < last {
+        let source = (first as isize + offset) as usize;
+        out[first..last].copy_from_slice(&plane[source..][..last - first]);
+    }
+    for row in out[start..end].chunks_exact_mut(width) {
+        row[..cols.start].fill(0.0);
+        row[cols.end..].fill(0.0);
+    }
 }
 
 /// The input positions `o·stride + offset` of the output positions `outputs` (all inside
