@@ -127,7 +127,6 @@ pub(super) fn backward(
     };
     let weight_grad = (!weight_grad_parts.is_empty())
         .then(|| sum_transposed(&weight_grad_parts, g.col_rows(), g.channels_out));
-
     let x_grad = x_grad_convolved.or(x_grad_scattered);
     (
         x_grad.map(|values| tensor_from(values, [g.batch, g.channels_in, g.input[0], g.input[1]])),
@@ -160,7 +159,7 @@ pub(super) fn flipped(weight: &[f32], g: &Geometry) -> Vec<f32> {
 
 /// The sum of `parts` (each `[rows, cols]`, row-major), transposed: `[cols, rows]`.
 ///
-/// In tiles of [`TILE`] × [`TILE`] values, so that both the parts and the output are read and
+/// In tiles of 16 × 16 values, so that both the parts and the output are read and
 /// written a cache line at a time: going down the parts' columns value by value, ResNet18's
 /// last-stage weight gradient (4608 × 512, two parts) took 4.5–5 ms, a tenth of that layer's
 /// forward and backward passes.
@@ -384,7 +383,7 @@ pub(super) fn shifted_plane(
 ) {
     let (start, end) = (rows.start * width, rows.end * width);
     out[..start].fill(0.0);
-    out[end.max(start)..].fill(0.0);
+    out[end..].fill(0.0);
     if rows.is_empty() {
         return;
     }
