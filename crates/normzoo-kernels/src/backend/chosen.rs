@@ -53,15 +53,22 @@ pub fn choose_device(name: &str) -> Result<ChosenDevice, DeviceError> {
 
 /// The devices a data-parallel run trains on, from a comma-separated `list` such as
 /// `flex,flex` or `wgpu:0,wgpu:1`: each a name [`choose_device`] takes, or `wgpu:N` for the
-/// `N`-th adapter wgpu lists on this machine (`wgpu` alone is its default adapter). A name may
-/// come more than once: `flex,flex` runs two workers on the CPU.
+/// `N`-th adapter wgpu lists on this machine (`wgpu` alone is its default adapter). A CPU
+/// backend may come more than once: `flex,flex` runs two workers on the CPU.
+///
+/// A GPU device may not: two workers on one wgpu device run on two threads of one burn-fusion
+/// engine, which (burn 0.22.1) does not order a thread's read of a tensor another thread's
+/// stream produced: BatchNorm's running statistics, which the workers share and average, come
+/// out wrong (one thread can read a statistic another has not yet written).
 ///
 /// # Errors
 ///
-/// As [`choose_device`] for the first name that fails, and [`DeviceError::NoSuchAdapter`] for
-/// `wgpu:N` beyond wgpu's list.
+/// As [`choose_device`] for the first name that fails, [`DeviceError::NoSuchAdapter`] for
+/// `wgpu:N` beyond wgpu's list, and [`DeviceError::GpuNamedTwice`] for a wgpu device named
+/// twice.
 pub fn choose_devices(list: &str) -> Result<Vec<ChosenDevice>, DeviceError> {
-    list.split(',')
+    let chosen: Vec<ChosenDevice> = list
+        .split(',')
         .map(str::trim)
         .map(|name| match name.strip_prefix("wgpu:") {
             #[cfg(feature = "wgpu")]
@@ -76,7 +83,15 @@ pub fn choose_devices(list: &str) -> Result<Vec<ChosenDevice>, DeviceError> {
             }),
             None => choose_device(name),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let names = list.split(',').map(str::trim);
+    for (at, (name, later)) in names.zip(&chosen).enumerate() {
+        let earlier = &chosen[..at];
+        if later.backend == "wgpu" && earlier.iter().any(|c| c.device == later.device) {
+            return Err(DeviceError::GpuNamedTwice { name: name.into() });
+        }
+    }
+    Ok(chosen)
 }
 
 /// The device a program uses when its user names none: wgpu's default adapter where this build
@@ -153,6 +168,12 @@ mod tests {
             let adapters = Device::enumerate(burn::tensor::DeviceType::Wgpu).len();
             assert!(adapters > 0, "the wgpu tests need an adapter");
             let first = choose_devices("wgpu:0").unwrap().remove(0);
+            for twice in ["wgpu:0, wgpu:0", "wgpu,wgpu"] {
+                let err = choose_devices(twice).unwrap_err();
+                let name = twice.rsplit(',').next().unwrap().trim();
+                assert_eq!(err, DeviceError::GpuNamedTwice { name: name.into() });
+                assert!(err.to_string().contains("named twice"), "{err}");
+            }
             assert_eq!(first.to_string(), "device: wgpu (wgpu:0, as asked)");
             let ones = burn::tensor::Tensor::<1>::ones([3], &first.device);
             assert_eq!(ones.sum().into_scalar::<f32>(), 3.0);

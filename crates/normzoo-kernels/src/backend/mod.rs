@@ -56,6 +56,12 @@ pub enum DeviceError {
         /// How many adapters wgpu lists.
         adapters: usize,
     },
+    /// A data-parallel list names the same GPU device twice: two workers would share one
+    /// device's lazy stream engine, whose cross-thread reads race (see [`choose_devices`]).
+    GpuNamedTwice {
+        /// The device as named the second time, e.g. `"wgpu:0"`.
+        name: String,
+    },
 }
 
 impl fmt::Display for DeviceError {
@@ -97,6 +103,13 @@ impl fmt::Display for DeviceError {
                 }
                 Ok(())
             }
+            Self::GpuNamedTwice { name } => write!(
+                f,
+                "`{name}` is named twice: two workers on one GPU device would share its \
+                 BatchNorm running statistics across threads, which burn-fusion does not \
+                 order, so they would come out wrong. Name each adapter once (`wgpu:0,wgpu:1`), \
+                 or for several CPU workers `flex,flex`"
+            ),
         }
     }
 }
