@@ -216,6 +216,18 @@ mod tests {
         });
     }
 
+    /// ResNet's 3×3 convolutions with enough channels take Winograd's F(2×2, 3×3), forward
+    /// and input gradient; an odd-sized map leaves partial tiles on two edges.
+    #[test]
+    fn winograd_3x3_on_an_odd_sized_map() {
+        assert_matches_burn(Case {
+            channels: [32, 40],
+            input: [7, 5],
+            bias: true,
+            ..Case::default()
+        });
+    }
+
     #[test]
     fn strided_on_an_odd_sized_input() {
         assert_matches_burn(Case {

@@ -97,7 +97,11 @@ pub(super) fn backward(
 
     let (runs, parallelism) = thread_runs(g.batch);
     let x_grad_convolved = match (need_x, g.transposed()) {
-        (true, Some(transposed)) => Some(convolve(output_grad, &flipped(weight, g), &transposed)),
+        (true, Some(transposed)) => Some(super::convolve(
+            output_grad,
+            &flipped(weight, g),
+            &transposed,
+        )),
         _ => None,
     };
     let mut x_grad_scattered =

@@ -2,7 +2,7 @@
 //!
 //! Files: the extension trait and its launch here, the autodiff registration in
 //! `autodiff.rs`, the depthwise convolution (ConvNeXt's) in `depthwise.rs`, the shapes in `geometry.rs`, the kernels (im2col, the three products,
-//! col2im) in `im2col.rs`, and the matrix products, thread runs and scratch buffers they share
+//! col2im) in `im2col.rs`, Winograd's for 3×3 stride-1 convolutions in `winograd.rs`, and the matrix products, thread runs and scratch buffers they share
 //! in `gemm.rs`.
 
 use burn::backend::flex::FlexTensor;
@@ -13,7 +13,6 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
 
 use self::geometry::Geometry;
-use self::im2col::convolve;
 use super::buffers::{flex_values, tensor_from};
 use crate::Kernels;
 
@@ -22,6 +21,7 @@ pub(crate) mod depthwise;
 mod gemm;
 mod geometry;
 mod im2col;
+mod winograd;
 
 /// The padding `[top, left, bottom, right]` of `conv`, where it does not depend on the
 /// input (`Same` does: burn computes it at each call).
@@ -70,6 +70,15 @@ pub(crate) trait ConvBackend: Backend {
         padding: [usize; 4],
         dilation: [usize; 2],
     ) -> FloatTensor<Self>;
+}
+
+/// `x` convolved with `weight` as `g` describes: Winograd's F(2×2, 3×3) where it applies,
+/// im2col and one product otherwise.
+fn convolve(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    match winograd::applies(g) {
+        true => winograd::convolve(x, weight, g),
+        false => im2col::convolve(x, weight, g),
+    }
 }
 
 /// The convolution of flex tensors.

@@ -1,0 +1,269 @@
+//! Winograd's F(2×2, 3×3) for 3×3 convolutions with stride 1 and padding 1 (ResNet's and
+//! VGG's, and their input gradients): each 2×2 block of the output from a 4×4 tile of the
+//! input with 16 multiplications per channel pair instead of 36.
+//!
+//! With `Bᵀ`, `G` and `Aᵀ` the transforms of Lavin and Gray (2015), `d` an input tile, `g` a
+//! 3×3 kernel:
+//!
+//! ```text
+//! Y = Aᵀ [ Σ_ci (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+//! ```
+//!
+//! The sum over input channels is, for each of the 16 tile positions `k`, one matrix
+//! product: `M_k[Co, tiles] = U_k[Co, Ci] · V_k[Ci, tiles]`. So a convolution is the weight's
+//! transform `U` (once per call), then per chunk of images the input's transform `V`, 16
+//! products, and the output transform, in the threads and chunks the im2col path uses. The
+//! result is PyTorch's `F.conv2d(x, w, padding=1)` up to rounding (the transforms add and
+//! halve values: a few units in the last place more than the direct sum).
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::gemm::{RowMajor, Scratch, matmul, sized, split_runs, thread_runs, with_scratch};
+use super::geometry::Geometry;
+use crate::flex::buffers::filled;
+
+/// Values in a transformed tile.
+const TILE: usize = 16;
+
+/// About this many tiles are transformed and multiplied at once: a chunk's `V` and `M` then
+/// take `16 · (Ci + Co) · 256` values, 2–4 MB for ResNet18's layers.
+const CHUNK_TILES: usize = 256;
+
+/// The fewest input and output channels for which Winograd's products beat im2col's one
+/// product: with fewer, the 16 products are too thin for gemm's blocking.
+const MIN_CHANNELS: usize = 32;
+
+/// Whether `g` is a convolution this file computes: a 3×3 kernel, stride 1, dilation 1,
+/// padding 1 on every side, and at least [`MIN_CHANNELS`] channels in and out.
+pub(super) fn applies(g: &Geometry) -> bool {
+    g.kernel == [3, 3]
+        && g.stride == [1, 1]
+        && g.dilation == [1, 1]
+        && g.padding == [1; 4]
+        && g.channels_in >= MIN_CHANNELS
+        && g.channels_out >= MIN_CHANNELS
+}
+
+/// How an image's output is cut into 2×2 blocks, each computed from one 4×4 input tile.
+#[derive(Clone, Copy)]
+struct Tiles {
+    rows: usize,
+    cols: usize,
+}
+
+impl Tiles {
+    fn of(g: &Geometry) -> Self {
+        Self {
+            rows: g.output[0].div_ceil(2),
+            cols: g.output[1].div_ceil(2),
+        }
+    }
+
+    fn per_image(self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// `x` convolved with `weight` (`[Co, Ci, 3, 3]`) as `g` describes, where [`applies`].
+pub(super) fn convolve(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    debug_assert!(applies(g));
+    let (ci, co) = (g.channels_in, g.channels_out);
+    let positions = g.output_positions();
+    let tiles = Tiles::of(g);
+    let u = transformed_weight(weight, co, ci);
+    let (runs, parallelism) = thread_runs(g.batch);
+    let images_per_chunk = CHUNK_TILES.div_ceil(tiles.per_image());
+    let write_runs = |output: &mut [MaybeUninit<f32>]| {
+        let output_runs = split_runs(output, &runs, co * positions);
+        runs.into_par_iter()
+            .zip(output_runs)
+            .for_each(|(run, output)| {
+                with_scratch(|Scratch { col: v, packed: m }| {
+                    for first in run.clone().step_by(images_per_chunk) {
+                        let images = first..(first + images_per_chunk).min(run.end);
+                        let t = images.len() * tiles.per_image();
+                        let v = sized(v, ci * TILE * t);
+                        let m = sized(m, co * TILE * t);
+                        transform_input(x, g, tiles, images.clone(), v);
+                        for k in 0..TILE {
+                            // M_k[Co, t] = U_k[Co, Ci] · V_k[Ci, t]; the k-th of each
+                            // row's 16 blocks.
+                            matmul(
+                                [co, t, ci],
+                                (&mut m[k * t..], RowMajor(TILE * t)),
+                                false,
+                                (&u[k * ci..], RowMajor(TILE * ci)),
+                                (&v[k * t..], RowMajor(TILE * t)),
+                                parallelism,
+                            );
+                        }
+                        let at = (images.start - run.start) * co * positions;
+                        let out = &mut output[at..][..images.len() * co * positions];
+                        transform_output(m, g, tiles, out);
+                    }
+                })
+            });
+    };
+    // SAFETY: every value is written: the runs cover the batch, the chunks each run, and
+    // the output transform every position of each of a chunk's output planes.
+    unsafe { filled(g.batch * co * positions, write_runs) }.0
+}
+
+/// `U = G g Gᵀ` for every kernel `g` of `weight` (`[Co, Ci, 3, 3]`), laid out
+/// `[Co, 16, Ci]`: row `co` of `U_k` starts at `(co·16 + k)·Ci`.
+fn transformed_weight(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    let mut u = vec![0.0f32; co * TILE * ci];
+    u.par_chunks_exact_mut(TILE * ci)
+        .zip(weight.par_chunks_exact(ci * 9))
+        .for_each(|(u, kernels)| {
+            for (channel, g) in kernels.chunks_exact(9).enumerate() {
+                // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], applied to the rows, then the columns.
+                let rows = |j: usize| {
+                    let (a, b, c) = (g[j], g[3 + j], g[6 + j]);
+                    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+                };
+                let gg = [rows(0), rows(1), rows(2)];
+                for i in 0..4 {
+                    let (a, b, c) = (gg[0][i], gg[1][i], gg[2][i]);
+                    let row = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+                    for (j, value) in row.into_iter().enumerate() {
+                        u[(4 * i + j) * ci + channel] = value;
+                    }
+                }
+            }
+        });
+    u
+}
+
+/// `V = Bᵀ d B` for every tile `d` of `images`' planes into `v`, laid out `[Ci, 16, t]`
+/// (`t` the chunk's tiles, image by image, row by row): row `c` of `V_k` starts at
+/// `(c·16 + k)·t`.
+fn transform_input(
+    x: &[f32],
+    g: &Geometry,
+    tiles: Tiles,
+    images: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
+    let [h, w] = g.input;
+    let t = images.len() * tiles.per_image();
+    // Four input rows, padded: column `j` of the buffer is input column `j − 1`.
+    let padded_width = 2 * tiles.cols + 2;
+    let mut rows = vec![0.0f32; 4 * padded_width];
+    for (local, image) in images.enumerate() {
+        for c in 0..g.channels_in {
+            let plane = &x[(image * g.channels_in + c) * h * w..][..h * w];
+            let v = &mut v[c * TILE * t..][..TILE * t];
+            for ty in 0..tiles.rows {
+                for (r, row) in rows.chunks_exact_mut(padded_width).enumerate() {
+                    let y = (2 * ty + r).checked_sub(1).filter(|&y| y < h);
+                    row.fill(0.0);
+                    if let Some(y) = y {
+                        row[1..=w].copy_from_slice(&plane[y * w..][..w]);
+                    }
+                }
+                let first = local * tiles.per_image() + ty * tiles.cols;
+                for tx in 0..tiles.cols {
+                    let d = |r: usize, j: usize| rows[r * padded_width + 2 * tx + j];
+                    // Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], down the columns first.
+                    let mut bd = [[0.0f32; 4]; 4];
+                    for (j, column) in bd.iter_mut().enumerate() {
+                        let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
+                        *column = [d0 - d2, d1 + d2, d2 - d1, d1 - d3];
+                    }
+                    for i in 0..4 {
+                        let (a, b, c, e) = (bd[0][i], bd[1][i], bd[2][i], bd[3][i]);
+                        let row = [a - c, b + c, c - b, b - e];
+                        for (j, value) in row.into_iter().enumerate() {
+                            v[(4 * i + j) * t + first + tx] = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` for every tile of a chunk (`m` laid out `[Co, 16, t]`), each 2×2 block
+/// written where it lies inside the output planes `out` (`[images, Co, H, W]`).
+fn transform_output(m: &[f32], g: &Geometry, tiles: Tiles, out: &mut [MaybeUninit<f32>]) {
+    let [h, w] = g.output;
+    let co = g.channels_out;
+    let images = out.len() / (co * h * w);
+    let t = images * tiles.per_image();
+    for (plane_index, plane) in out.chunks_exact_mut(h * w).enumerate() {
+        let (local, o) = (plane_index / co, plane_index % co);
+        let m = &m[o * TILE * t..][..TILE * t];
+        for ty in 0..tiles.rows {
+            for tx in 0..tiles.cols {
+                let tile = local * tiles.per_image() + ty * tiles.cols + tx;
+                let at = |k: usize| m[k * t + tile];
+                // Aᵀ = [1 1 1 0; 0 1 −1 −1], down the columns first: `am[i][j]` is row `i`
+                // of `Aᵀ M`, column `j`.
+                let am = [
+                    std::array::from_fn::<f32, 4, _>(|j| at(j) + at(4 + j) + at(8 + j)),
+                    std::array::from_fn::<f32, 4, _>(|j| at(4 + j) - at(8 + j) - at(12 + j)),
+                ];
+                for (i, [a, b, c, d]) in am.into_iter().enumerate() {
+                    let y = 2 * ty + i;
+                    if y >= h {
+                        continue;
+                    }
+                    for (j, value) in [a + b + c, b - c - d].into_iter().enumerate() {
+                        let x = 2 * tx + j;
+                        if x < w {
+                            plane[y * w + x].write(value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Winograd's result is im2col's (the direct sum) up to rounding, for maps of odd and
+    /// even sizes (partial tiles on the bottom and right edges) and a batch split into
+    /// several chunks.
+    #[test]
+    fn matches_the_im2col_convolution() {
+        for (batch, ci, co, [h, w]) in [
+            (3, 32, 40, [5, 7]),
+            (9, 48, 32, [4, 4]),
+            (2, 32, 32, [9, 2]),
+        ] {
+            let g = Geometry {
+                batch,
+                channels_in: ci,
+                channels_out: co,
+                input: [h, w],
+                kernel: [3, 3],
+                output: [h, w],
+                stride: [1, 1],
+                padding: [1; 4],
+                dilation: [1, 1],
+            };
+            assert!(applies(&g));
+            let values = |len: usize, seed: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0)
+                    .collect()
+            };
+            let x = values(batch * ci * h * w, 1);
+            let weight = values(co * ci * 9, 2);
+            let expected = super::super::im2col::convolve(&x, &weight, &g);
+            let actual = convolve(&x, &weight, &g);
+            let worst = expected
+                .iter()
+                .zip(&actual)
+                .map(|(e, a)| (e - a).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{batch}×{ci}→{co} at {h}×{w}: off by {worst}");
+        }
+    }
+}
