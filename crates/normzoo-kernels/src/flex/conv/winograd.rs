@@ -140,6 +140,9 @@ fn transformed_weight(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
 /// `V = Bᵀ d B` for every tile `d` of `images`' planes into `v`, laid out `[Ci, 16, t]`
 /// (`t` the chunk's tiles, image by image, row by row): row `c` of `V_k` starts at
 /// `(c·16 + k)·t`.
+///
+/// A row of tiles at a time: `Bᵀ` combines its four input rows into four, element by
+/// element, then `B` combines each of those rows' columns two apart, every tile's at once.
 fn transform_input(
     x: &[f32],
     g: &Geometry,
@@ -149,36 +152,55 @@ fn transform_input(
 ) {
     let [h, w] = g.input;
     let t = images.len() * tiles.per_image();
-    // Four input rows, padded: column `j` of the buffer is input column `j − 1`.
-    let padded_width = 2 * tiles.cols + 2;
-    let mut rows = vec![0.0f32; 4 * padded_width];
-    for (local, image) in images.enumerate() {
-        for c in 0..g.channels_in {
+    let cols = tiles.cols;
+    // The plane with its padding: row `r`, column `j` is input row `r − 1`, column `j − 1`
+    // (0 outside the input), enough rows and columns for every tile.
+    let width = 2 * cols + 2;
+    let mut padded = vec![0.0f32; (2 * tiles.rows + 2) * width];
+    // `Bᵀ d` for one row of tiles: four rows of `width`.
+    let mut bd = vec![0.0f32; 4 * width];
+    // Channel by channel, so that each channel's rows of `V` are written while in cache.
+    for c in 0..g.channels_in {
+        for (local, image) in images.clone().enumerate() {
             let plane = &x[(image * g.channels_in + c) * h * w..][..h * w];
+            for (row, input) in padded[width..]
+                .chunks_exact_mut(width)
+                .zip(plane.chunks_exact(w))
+            {
+                row[1..=w].copy_from_slice(input);
+            }
             let v = &mut v[c * TILE * t..][..TILE * t];
             for ty in 0..tiles.rows {
-                for (r, row) in rows.chunks_exact_mut(padded_width).enumerate() {
-                    let y = (2 * ty + r).checked_sub(1).filter(|&y| y < h);
-                    row.fill(0.0);
-                    if let Some(y) = y {
-                        row[1..=w].copy_from_slice(&plane[y * w..][..w]);
-                    }
+                let rows = &padded[2 * ty * width..][..4 * width];
+                let (r0, rest) = rows.split_at(width);
+                let (r1, rest) = rest.split_at(width);
+                let (r2, r3) = rest.split_at(width);
+                // Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
+                let (q0, rest) = bd.split_at_mut(width);
+                let (q1, rest) = rest.split_at_mut(width);
+                let (q2, q3) = rest.split_at_mut(width);
+                for j in 0..width {
+                    q0[j] = r0[j] - r2[j];
+                    q1[j] = r1[j] + r2[j];
+                    q2[j] = r2[j] - r1[j];
+                    q3[j] = r1[j] - r3[j];
                 }
-                let first = local * tiles.per_image() + ty * tiles.cols;
-                for tx in 0..tiles.cols {
-                    let d = |r: usize, j: usize| rows[r * padded_width + 2 * tx + j];
-                    // Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], down the columns first.
-                    let mut bd = [[0.0f32; 4]; 4];
-                    for (j, column) in bd.iter_mut().enumerate() {
-                        let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
-                        *column = [d0 - d2, d1 + d2, d2 - d1, d1 - d3];
+                let first = local * tiles.per_image() + ty * cols;
+                for (i, q) in bd.chunks_exact(width).enumerate() {
+                    // Times B: tile `tx` reads columns 2·tx to 2·tx + 3.
+                    let mut rows = v[4 * i * t..][..4 * t].chunks_exact_mut(t);
+                    let mut row = || &mut rows.next().expect("four rows")[first..][..cols];
+                    for (tx, out) in row().iter_mut().enumerate() {
+                        *out = q[2 * tx] - q[2 * tx + 2];
                     }
-                    for i in 0..4 {
-                        let (a, b, c, e) = (bd[0][i], bd[1][i], bd[2][i], bd[3][i]);
-                        let row = [a - c, b + c, c - b, b - e];
-                        for (j, value) in row.into_iter().enumerate() {
-                            v[(4 * i + j) * t + first + tx] = value;
-                        }
+                    for (tx, out) in row().iter_mut().enumerate() {
+                        *out = q[2 * tx + 1] + q[2 * tx + 2];
+                    }
+                    for (tx, out) in row().iter_mut().enumerate() {
+                        *out = q[2 * tx + 2] - q[2 * tx + 1];
+                    }
+                    for (tx, out) in row().iter_mut().enumerate() {
+                        *out = q[2 * tx + 1] - q[2 * tx + 3];
                     }
                 }
             }
@@ -188,35 +210,56 @@ fn transform_input(
 
 /// `Y = Aᵀ M A` for every tile of a chunk (`m` laid out `[Co, 16, t]`), each 2×2 block
 /// written where it lies inside the output planes `out` (`[images, Co, H, W]`).
+///
+/// A row of tiles at a time, as [`transform_input`]: `Aᵀ` combines the 16 rows of `M` into
+/// eight, element by element, then `A` each of those into an output row's even and odd
+/// columns.
 fn transform_output(m: &[f32], g: &Geometry, tiles: Tiles, out: &mut [MaybeUninit<f32>]) {
     let [h, w] = g.output;
     let co = g.channels_out;
+    let cols = tiles.cols;
     let images = out.len() / (co * h * w);
     let t = images * tiles.per_image();
-    for (plane_index, plane) in out.chunks_exact_mut(h * w).enumerate() {
-        let (local, o) = (plane_index / co, plane_index % co);
+    // `Aᵀ M` for one row of tiles: rows `(i, j)`, `cols` values each.
+    let mut am = vec![0.0f32; 8 * cols];
+    // One output row, as wide as the tiles reach.
+    let mut y_row = vec![0.0f32; 2 * cols];
+    // Channel by channel, so that each channel's rows of `M` are read while in cache.
+    for (o, local) in (0..co).flat_map(|o| (0..images).map(move |local| (o, local))) {
+        let plane = &mut out[(local * co + o) * h * w..][..h * w];
         let m = &m[o * TILE * t..][..TILE * t];
         for ty in 0..tiles.rows {
-            for tx in 0..tiles.cols {
-                let tile = local * tiles.per_image() + ty * tiles.cols + tx;
-                let at = |k: usize| m[k * t + tile];
-                // Aᵀ = [1 1 1 0; 0 1 −1 −1], down the columns first: `am[i][j]` is row `i`
-                // of `Aᵀ M`, column `j`.
-                let am = [
-                    std::array::from_fn::<f32, 4, _>(|j| at(j) + at(4 + j) + at(8 + j)),
-                    std::array::from_fn::<f32, 4, _>(|j| at(4 + j) - at(8 + j) - at(12 + j)),
-                ];
-                for (i, [a, b, c, d]) in am.into_iter().enumerate() {
-                    let y = 2 * ty + i;
-                    if y >= h {
-                        continue;
-                    }
-                    for (j, value) in [a + b + c, b - c - d].into_iter().enumerate() {
-                        let x = 2 * tx + j;
-                        if x < w {
-                            plane[y * w + x].write(value);
-                        }
-                    }
+            let first = local * tiles.per_image() + ty * cols;
+            let row = |k: usize| &m[k * t + first..][..cols];
+            // Aᵀ = [1 1 1 0; 0 1 −1 −1].
+            for (j, am) in am.chunks_exact_mut(cols).enumerate().take(4) {
+                let (m0, m1, m2) = (row(j), row(4 + j), row(8 + j));
+                for (tx, value) in am.iter_mut().enumerate() {
+                    *value = m0[tx] + m1[tx] + m2[tx];
+                }
+            }
+            for (j, am) in am[4 * cols..].chunks_exact_mut(cols).enumerate() {
+                let (m1, m2, m3) = (row(4 + j), row(8 + j), row(12 + j));
+                for (tx, value) in am.iter_mut().enumerate() {
+                    *value = m1[tx] - m2[tx] - m3[tx];
+                }
+            }
+            for i in 0..2 {
+                let y = 2 * ty + i;
+                if y >= h {
+                    break;
+                }
+                let p = &am[4 * i * cols..][..4 * cols];
+                let (p0, rest) = p.split_at(cols);
+                let (p1, rest) = rest.split_at(cols);
+                let (p2, p3) = rest.split_at(cols);
+                // Times A: output columns 2·tx and 2·tx + 1.
+                for (tx, pair) in y_row.chunks_exact_mut(2).enumerate() {
+                    pair[0] = p0[tx] + p1[tx] + p2[tx];
+                    pair[1] = p1[tx] - p2[tx] - p3[tx];
+                }
+                for (out, &value) in plane[y * w..][..w].iter_mut().zip(&y_row) {
+                    out.write(value);
                 }
             }
         }
