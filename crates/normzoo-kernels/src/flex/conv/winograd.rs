@@ -150,9 +150,28 @@ fn transform_input(
     images: std::ops::Range<usize>,
     v: &mut [f32],
 ) {
-    let [h, w] = g.input;
+    match (tiles.cols, g.input[1] == 2 * tiles.cols) {
+        (1, true) => transform_input_of::<1>(x, g, tiles, images, v),
+        (2, true) => transform_input_of::<2>(x, g, tiles, images, v),
+        (4, true) => transform_input_of::<4>(x, g, tiles, images, v),
+        (8, true) => transform_input_of::<8>(x, g, tiles, images, v),
+        (16, true) => transform_input_of::<16>(x, g, tiles, images, v),
+        _ => transform_input_of::<0>(x, g, tiles, images, v),
+    }
+}
+
+/// [`transform_input`] for maps `2·COLS` wide, the loops' lengths then known to the compiler
+/// (unrolled, without bounds checks); `COLS = 0` for any width.
+fn transform_input_of<const COLS: usize>(
+    x: &[f32],
+    g: &Geometry,
+    tiles: Tiles,
+    images: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
+    let cols = if COLS == 0 { tiles.cols } else { COLS };
+    let [h, w] = [g.input[0], if COLS == 0 { g.input[1] } else { 2 * COLS }];
     let t = images.len() * tiles.per_image();
-    let cols = tiles.cols;
     // The plane with its padding: row `r`, column `j` is input row `r − 1`, column `j − 1`
     // (0 outside the input), enough rows and columns for every tile.
     let width = 2 * cols + 2;
@@ -215,9 +234,27 @@ fn transform_input(
 /// eight, element by element, then `A` each of those into an output row's even and odd
 /// columns.
 fn transform_output(m: &[f32], g: &Geometry, tiles: Tiles, out: &mut [MaybeUninit<f32>]) {
-    let [h, w] = g.output;
+    match (tiles.cols, g.output[1] == 2 * tiles.cols) {
+        (1, true) => transform_output_of::<1>(m, g, tiles, out),
+        (2, true) => transform_output_of::<2>(m, g, tiles, out),
+        (4, true) => transform_output_of::<4>(m, g, tiles, out),
+        (8, true) => transform_output_of::<8>(m, g, tiles, out),
+        (16, true) => transform_output_of::<16>(m, g, tiles, out),
+        _ => transform_output_of::<0>(m, g, tiles, out),
+    }
+}
+
+/// [`transform_output`] for maps `2·COLS` wide (see [`transform_input_of`]); `COLS = 0` for
+/// any width.
+fn transform_output_of<const COLS: usize>(
+    m: &[f32],
+    g: &Geometry,
+    tiles: Tiles,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let cols = if COLS == 0 { tiles.cols } else { COLS };
+    let [h, w] = [g.output[0], if COLS == 0 { g.output[1] } else { 2 * COLS }];
     let co = g.channels_out;
-    let cols = tiles.cols;
     let images = out.len() / (co * h * w);
     let t = images * tiles.per_image();
     // `Aᵀ M` for one row of tiles: rows `(i, j)`, `cols` values each.
