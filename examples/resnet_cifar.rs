@@ -57,7 +57,8 @@ struct Args {
     #[arg(long, default_value = "auto")]
     device: String,
     /// Train data-parallel on several devices of this machine, comma-separated: e.g.
-    /// wgpu:0,wgpu:1 for wgpu's first two adapters, or flex,flex for two workers on the CPU.
+    /// wgpu:0,wgpu:1 for wgpu's first two adapters, or flex,flex for two workers on the CPU
+    /// (a GPU device may not come twice).
     /// Each step runs one batch of --batch-size on every device and sums the gradients on the
     /// first, which validates: n devices act as a batch n times larger at a learning rate n
     /// times higher. Each device's BatchNorm normalizes with its own batch's statistics.

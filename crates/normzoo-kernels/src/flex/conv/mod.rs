@@ -1,9 +1,11 @@
-//! The flex convolution behind [`conv2d`](crate::conv2d): im2col and gemm, forward and backward.
+//! The flex convolution behind [`conv2d`](crate::conv2d): im2col and gemm, and Winograd's
+//! F(2×2, 3×3) for 3×3 stride-1 convolutions, forward and backward.
 //!
 //! Files: the extension trait and its launch here, the autodiff registration in
-//! `autodiff.rs`, the depthwise convolution (ConvNeXt's) in `depthwise.rs`, the shapes in `geometry.rs`, the kernels (im2col, the three products,
-//! col2im) in `im2col.rs`, Winograd's for 3×3 stride-1 convolutions in `winograd.rs`, and the matrix products, thread runs and scratch buffers they share
-//! in `gemm.rs`.
+//! `autodiff.rs`, the depthwise convolution (ConvNeXt's) in `depthwise.rs`, the shapes in
+//! `geometry.rs`, the kernels (im2col, the three products, col2im) in `im2col.rs`, Winograd's
+//! forward pass (also the input gradient of a 3×3 stride-1 convolution) in `winograd.rs`, and
+//! the matrix products, thread runs and scratch buffers they share in `gemm.rs`.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;

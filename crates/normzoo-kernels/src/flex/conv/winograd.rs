@@ -119,7 +119,8 @@ fn transformed_weight(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
         .zip(weight.par_chunks_exact(ci * 9))
         .for_each(|(u, kernels)| {
             for (channel, g) in kernels.chunks_exact(9).enumerate() {
-                // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], applied to the rows, then the columns.
+                // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] down the columns (`G g`), then along the
+                // rows (`· Gᵀ`).
                 let rows = |j: usize| {
                     let (a, b, c) = (g[j], g[3 + j], g[6 + j]);
                     [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
@@ -308,14 +309,15 @@ mod tests {
     use super::*;
 
     /// Winograd's result is im2col's (the direct sum) up to rounding, for maps of odd and
-    /// even sizes (partial tiles on the bottom and right edges) and a batch split into
-    /// several chunks.
+    /// even sizes (partial tiles on the bottom and right edges; the widths with transforms
+    /// of their own and one without) and, at 8×8, a batch of 40 images where a chunk holds 16.
     #[test]
     fn matches_the_im2col_convolution() {
         for (batch, ci, co, [h, w]) in [
             (3, 32, 40, [5, 7]),
             (9, 48, 32, [4, 4]),
             (2, 32, 32, [9, 2]),
+            (40, 32, 32, [8, 8]),
         ] {
             let g = Geometry {
                 batch,
