@@ -67,10 +67,10 @@ pub fn choose_device(name: &str) -> Result<ChosenDevice, DeviceError> {
 /// `wgpu:N` beyond wgpu's list, and [`DeviceError::GpuNamedTwice`] for a wgpu device named
 /// twice.
 pub fn choose_devices(list: &str) -> Result<Vec<ChosenDevice>, DeviceError> {
-    let chosen: Vec<ChosenDevice> = list
-        .split(',')
-        .map(str::trim)
-        .map(|name| match name.strip_prefix("wgpu:") {
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    let chosen: Vec<ChosenDevice> = names
+        .iter()
+        .map(|&name| match name.strip_prefix("wgpu:") {
             #[cfg(feature = "wgpu")]
             Some(_) => Ok(ChosenDevice {
                 backend: "wgpu",
@@ -84,8 +84,7 @@ pub fn choose_devices(list: &str) -> Result<Vec<ChosenDevice>, DeviceError> {
             None => choose_device(name),
         })
         .collect::<Result<_, _>>()?;
-    let names = list.split(',').map(str::trim);
-    for (at, (name, later)) in names.zip(&chosen).enumerate() {
+    for (at, (&name, later)) in names.iter().zip(&chosen).enumerate() {
         let earlier = &chosen[..at];
         if later.backend == "wgpu" && earlier.iter().any(|c| c.device == later.device) {
             return Err(DeviceError::GpuNamedTwice { name: name.into() });
