@@ -130,6 +130,10 @@ struct Args {
     /// Mirror training images left to right half the time [default: true].
     #[arg(long = "flip")]
     horizontal_flip: Option<bool>,
+    /// Erase a random rectangle (2–33% of the input, set to the mean) of each training image
+    /// with this probability, as torchvision's RandomErasing(p) [default: 0, none].
+    #[arg(long = "erase")]
+    erase_probability: Option<f32>,
     /// The training steps' precision: f32, or f16/bf16 with f32 master weights, the
     /// normalizers in f32 and dynamic loss scaling (PyTorch's autocast with a GradScaler)
     /// [default: f32].
@@ -206,7 +210,8 @@ fn run_config(args: &Args, resume: Resume) -> Result<RunConfig, TrainError> {
         limit_test,
         width,
         crop_padding,
-        horizontal_flip
+        horizontal_flip,
+        erase_probability
     );
     if let Some(pretrained) = &args.pretrained {
         let path = checkpoint_path(pretrained).map_err(|err| TrainError::InvalidConfig {

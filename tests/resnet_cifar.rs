@@ -186,7 +186,7 @@ fn batches_tracked<M: Module>(model: &M) -> Vec<f32> {
 /// Fashion-MNIST, as installed by `apt-get install dataset-fashion-mnist`: the run reads it
 /// from where Debian puts it, and says which dataset a full epoch was estimated for. With
 /// layer norm, which keeps no running statistics, training and evaluation mode score alike. A
-/// narrow ResNet18 and the augmentation flags are saved with the run.
+/// narrow ResNet18 and the augmentation flags (erasing too) are saved with the run.
 #[test]
 fn a_tiny_fashion_mnist_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +195,7 @@ fn a_tiny_fashion_mnist_run() {
     tiny_run(&mut command, &artifacts, 32, 1);
     command.args(["--dataset", "fashion-mnist", "--norm", "layer2d"]);
     command.args(["--width", "8", "--crop-padding", "1", "--flip", "false"]);
+    command.args(["--erase", "0.5"]);
     let output = run(&mut command);
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     assert!(
@@ -211,6 +212,7 @@ fn a_tiny_fashion_mnist_run() {
         (config.width, config.crop_padding, config.horizontal_flip),
         (Some(8), Some(1), Some(false))
     );
+    assert_eq!(config.erase_probability, Some(0.5));
     let report = report(&artifacts);
     assert_eq!((report.train_images, report.test_images), (32, 32));
     assert_eq!(
@@ -426,6 +428,10 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     case(
         &["--crop-padding", "9"],
         "--crop-padding: expected at most 8",
+    );
+    case(
+        &["--erase", "1.5"],
+        "--erase: expected a probability in [0, 1], got 1.5",
     );
     case(
         &["--device", "tpu"],

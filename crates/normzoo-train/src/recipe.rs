@@ -167,6 +167,11 @@ pub struct RunConfig {
     /// dataset's choice (yes for every dataset). `None` keeps the dataset's.
     #[serde(default)]
     pub horizontal_flip: Option<bool>,
+    /// The probability of erasing a random rectangle of each training image (torchvision's
+    /// `RandomErasing(p)` after `Normalize`), in place of the dataset's (0, none, for every
+    /// dataset). `None` keeps the dataset's.
+    #[serde(default)]
+    pub erase_probability: Option<f32>,
     /// The precision of the training steps' forward and backward passes: f16 or bf16 train
     /// with f32 master weights, the normalizers in f32 and dynamic loss scaling
     /// ([`MixedPrecision`](crate::MixedPrecision)); evaluation is in f32. A resumed run may
@@ -197,6 +202,7 @@ impl Default for RunConfig {
             width: None,
             crop_padding: None,
             horizontal_flip: None,
+            erase_probability: None,
             precision: Precision::F32,
         }
     }
@@ -257,6 +263,15 @@ impl RunConfig {
                 format!("expected at most {MAX_CROP_PADDING} pixels, got {padding}"),
             );
         }
+        if let Some(probability) = self
+            .erase_probability
+            .filter(|probability| !(0.0..=1.0).contains(probability))
+        {
+            return invalid(
+                "--erase",
+                format!("expected a probability in [0, 1], got {probability}"),
+            );
+        }
         for (setting, limit) in [
             ("--limit-train", self.limit_train),
             ("--limit-test", self.limit_test),
@@ -293,11 +308,12 @@ impl RunConfig {
     }
 
     /// What training does to each image: the dataset's `own` augmentation, with this run's
-    /// crop padding and flip in place of the dataset's where given.
+    /// crop padding, flip and erasing in place of the dataset's where given.
     pub fn augmentation(&self, own: Augmentation) -> Augmentation {
         Augmentation {
             crop_padding: self.crop_padding.unwrap_or(own.crop_padding),
             horizontal_flip: self.horizontal_flip.unwrap_or(own.horizontal_flip),
+            erase_probability: self.erase_probability.unwrap_or(own.erase_probability),
         }
     }
 
@@ -389,6 +405,7 @@ mod tests {
         let own = Augmentation {
             crop_padding: 2,
             horizontal_flip: true,
+            erase_probability: 0.5,
         };
         let mut config = RunConfig::default();
         assert_eq!(config.augmentation(own), own);
@@ -396,6 +413,8 @@ mod tests {
         assert_eq!(config.augmentation(own).crop_padding, 0);
         assert!(config.augmentation(own).horizontal_flip);
         config.horizontal_flip = Some(false);
+        assert_eq!(config.augmentation(own).erase_probability, 0.5);
+        config.erase_probability = Some(0.0);
         assert_eq!(config.augmentation(own), Augmentation::NONE);
     }
 

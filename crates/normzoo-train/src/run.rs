@@ -475,6 +475,11 @@ fn check_same_run(saved: &RunConfig, given: &RunConfig) -> Result<(), TrainError
             debug(&given.horizontal_flip),
         ),
         mismatch(
+            "--erase",
+            debug(&saved.erase_probability),
+            debug(&given.erase_probability),
+        ),
+        mismatch(
             "--limit-train",
             debug(&saved.limit_train),
             debug(&given.limit_train),

@@ -59,12 +59,13 @@ impl ImageBatcher {
 }
 
 /// Where an image lands on the input: the crop's offset in the padded input (`pad` means
-/// none) and whether it is mirrored.
+/// none), whether it is mirrored, and the rectangle of the input erased, if any.
 #[derive(Debug, Clone, Copy)]
 struct Placement {
     dy: usize,
     dx: usize,
     flip: bool,
+    erased: Option<Rect>,
 }
 
 impl Placement {
@@ -73,14 +74,73 @@ impl Placement {
         let dy = (rng.next() % positions) as usize;
         let dx = (rng.next() % positions) as usize;
         let flip = rng.next() & 1 == 1 && augmentation.horizontal_flip;
-        Self { dy, dx, flip }
+        // Nothing is drawn without erasing, so runs without it see the draws they always saw.
+        let erase =
+            augmentation.erase_probability > 0.0 && rng.uniform() < augmentation.erase_probability;
+        let erased = if erase { Rect::erased(rng) } else { None };
+        Self {
+            dy,
+            dx,
+            flip,
+            erased,
+        }
+    }
+}
+
+/// The share of the input's area an erased rectangle covers, drawn uniformly.
+const ERASED_AREA: (f32, f32) = (0.02, 0.33);
+/// Its height over its width, drawn uniformly in logarithm.
+const ERASED_ASPECT: (f32, f32) = (0.3, 3.3);
+/// Draws of a rectangle that fits before giving up on erasing the image.
+const ERASE_TRIES: usize = 10;
+
+/// A rectangle of the 32×32 input, in input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rect {
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+}
+
+impl Rect {
+    /// torchvision's `RandomErasing.get_params`: up to [`ERASE_TRIES`] draws of an area and an
+    /// aspect ratio, the first whose rectangle fits inside the input placed uniformly; `None`
+    /// when none fits.
+    fn erased(rng: &mut SplitMix) -> Option<Self> {
+        let side = INPUT_SIZE as f32;
+        let uniform =
+            |rng: &mut SplitMix, (low, high): (f32, f32)| low + (high - low) * rng.uniform();
+        let log_aspect = (ERASED_ASPECT.0.ln(), ERASED_ASPECT.1.ln());
+        (0..ERASE_TRIES).find_map(|_| {
+            let area = side * side * uniform(rng, ERASED_AREA);
+            let aspect = uniform(rng, log_aspect).exp();
+            let height = (area * aspect).sqrt().round() as usize;
+            let width = (area / aspect).sqrt().round() as usize;
+            if height >= INPUT_SIZE || width >= INPUT_SIZE {
+                return None;
+            }
+            let top = (rng.next() % (INPUT_SIZE - height + 1) as u64) as usize;
+            let left = (rng.next() % (INPUT_SIZE - width + 1) as u64) as usize;
+            Some(Self {
+                top,
+                left,
+                height,
+                width,
+            })
+        })
+    }
+
+    fn contains(&self, y: usize, x: usize) -> bool {
+        (self.top..self.top + self.height).contains(&y)
+            && (self.left..self.left + self.width).contains(&x)
     }
 }
 
 /// Appends the `[3, 32, 32]` input made of one stored image: input pixel `(y, x)` shows the
 /// padded, cropped, possibly mirrored canvas, and the canvas holds the image at its centre;
-/// what falls outside the image is black. `levels[c][p]` is the normalized value of byte `p`
-/// in stored channel `c`.
+/// what falls outside the image is black; the erased rectangle is 0 (the mean) on every channel.
+/// `levels[c][p]` is the normalized value of byte `p` in stored channel `c`.
 fn write_input(
     pixels: &[u8],
     spec: &ImageSpec,
@@ -103,6 +163,9 @@ fn write_input(
         for y in 0..INPUT_SIZE {
             let row = stored(y, placement.dy).map(|sy| &plane[sy * size..(sy + 1) * size]);
             out.extend((0..INPUT_SIZE).map(|x| {
+                if placement.erased.is_some_and(|rect| rect.contains(y, x)) {
+                    return 0.0;
+                }
                 let x = if placement.flip {
                     INPUT_SIZE - 1 - x
                 } else {
@@ -256,5 +319,45 @@ mod tests {
             }
             assert!(seen_flip && seen_shift, "{}", spec.name);
         }
+    }
+
+    /// Erasing sets a rectangle of the input to 0 on every channel, as often as asked, in
+    /// torchvision's bounds (2–33% of the area, give or take the rounding of its sides).
+    #[test]
+    fn erasing_zeroes_a_rectangle_as_often_as_asked() {
+        let spec = FashionMnist::SPEC;
+        let augmentation = Augmentation {
+            erase_probability: 0.25,
+            ..Augmentation::NONE
+        };
+        let pixels = vec![255u8; spec.image_bytes()];
+        // Every byte, the border's too, becomes 1, so only the erased pixels are 0.
+        let levels = vec![[1.0f32; 256]];
+        let mut rng = SplitMix(11);
+        let mut erased = 0;
+        for _ in 0..2000 {
+            let placement = Placement::draw(augmentation, &mut rng);
+            let mut out = Vec::new();
+            write_input(&pixels, &spec, 0, placement, &levels, &mut out);
+            let plane = INPUT_SIZE * INPUT_SIZE;
+            for channel in 1..3 {
+                assert_eq!(out[channel * plane..(channel + 1) * plane], out[..plane]);
+            }
+            let zeros: Vec<usize> = (0..plane).filter(|&i| out[i] == 0.0).collect();
+            let Some(rect) = placement.erased else {
+                assert!(zeros.is_empty(), "{zeros:?}");
+                continue;
+            };
+            erased += 1;
+            assert_eq!(zeros.len(), rect.height * rect.width, "{rect:?}");
+            assert!(
+                zeros
+                    .iter()
+                    .all(|&i| rect.contains(i / INPUT_SIZE, i % INPUT_SIZE))
+            );
+            assert!((15..=400).contains(&zeros.len()), "{rect:?}");
+        }
+        // 500 expected; 4 standard deviations (19 each) either side.
+        assert!((424..=576).contains(&erased), "{erased} of 2000 erased");
     }
 }

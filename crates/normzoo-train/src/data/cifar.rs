@@ -66,6 +66,7 @@ impl CifarDataset {
         augmentation: Augmentation {
             crop_padding: 4,
             horizontal_flip: true,
+            erase_probability: 0.0,
         },
     };
 

@@ -64,6 +64,7 @@ impl FashionMnist {
         augmentation: Augmentation {
             crop_padding: 2,
             horizontal_flip: true,
+            erase_probability: 0.0,
         },
     };
 

@@ -17,7 +17,7 @@ pub const INPUT_CHANNELS: usize = 3;
 /// 2. a grey image is repeated on the three channels,
 /// 3. each value becomes `(pixel / 255 − mean) / std`, with the mean and standard deviation of
 ///    the channel it came from,
-/// 4. for training, the [`Augmentation`].
+/// 4. for training, the [`Augmentation`]: crops and flips of the canvas, erasing after normalizing.
 ///
 /// Why not a one-channel 28×28 stem: every model then takes the same input, a torchvision
 /// checkpoint loads unchanged with `--pretrained`, and VGG's five 2×2 pools need a side
@@ -40,14 +40,19 @@ pub struct ImageSpec {
 }
 
 /// Random changes to each training image, drawn afresh every time it is batched (as
-/// torchvision's `RandomCrop(32, padding)` and `RandomHorizontalFlip()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// torchvision's `RandomCrop(32, padding)`, `RandomHorizontalFlip()` and, after `Normalize`,
+/// `RandomErasing(p)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Augmentation {
     /// A random 32×32 crop of the input zero-padded by this many pixels on every side (in
     /// pixel space, so the padding is black); 0 for none.
     pub crop_padding: usize,
     /// Mirror left to right with probability ½.
     pub horizontal_flip: bool,
+    /// With this probability, a random rectangle of the (cropped, mirrored, normalized) input
+    /// is set to 0, the dataset's mean, on every channel: 2–33% of its area, an aspect ratio
+    /// between 0.3 and 3.3 (torchvision's `RandomErasing(p)` defaults). 0 for none.
+    pub erase_probability: f32,
 }
 
 impl Augmentation {
@@ -55,6 +60,7 @@ impl Augmentation {
     pub const NONE: Self = Self {
         crop_padding: 0,
         horizontal_flip: false,
+        erase_probability: 0.0,
     };
 }
 
