@@ -1,5 +1,5 @@
 """Running the `resnet_cifar` example from a script and reading back what a run left: what the
-Fashion-MNIST studies beside this file (`normalizers.py`, `recipe.py`) share.
+Fashion-MNIST studies beside this file (`normalizers.py`, `recipe.py`, `headline.py`) share.
 
 A run goes into `<runs>/<name>`; one whose `report.json` exists is not run again, and one that
 stopped half-way is continued with the example's `--resume`, so a study can be stopped and
@@ -49,28 +49,38 @@ def finished(runs, name):
     return (Path(runs) / name / "report.json").exists()
 
 
-def read_run(runs, name):
-    """What a finished run reports: the test accuracy in evaluation and in training mode, the
-    test and training accuracy after each epoch, its minutes and its last training
-    throughput."""
-    directory = Path(runs) / name
-    report = json.loads((directory / "report.json").read_text())
+def read_curves(runs, name):
+    """What a run has written so far: the test and training accuracy after each epoch, and its
+    training throughput per epoch."""
     curves = {"test": {}, "train": {}}
-    throughput = []
-    with open(directory / "metrics.csv") as file:
+    throughput = {}
+    with open(Path(runs) / name / "metrics.csv") as file:
         for row in csv.DictReader(file):
             epoch, value = int(row["epoch"]), float(row["value"])
             if row["metric"] == "Accuracy":
                 curves["test" if row["split"] == TEST_SPLIT else "train"][epoch] = value
             elif row["metric"] == "Throughput" and row["split"] == "train":
-                throughput.append(value)
+                throughput[epoch] = value
+    return {
+        "test_curve": [curves["test"][e] for e in sorted(curves["test"])],
+        "train_curve": [curves["train"][e] for e in sorted(curves["train"])],
+        "throughput": [throughput[e] for e in sorted(throughput)],
+    }
+
+
+def read_run(runs, name):
+    """What a finished run reports: the test accuracy in evaluation and in training mode, the
+    test and training accuracy after each epoch, its minutes and its last training
+    throughput."""
+    report = json.loads((Path(runs) / name / "report.json").read_text())
+    curves = read_curves(runs, name)
     return {
         "test": report["test_accuracy"],
         "test_training_mode": report["test_accuracy_training_mode"],
-        "test_curve": [curves["test"][e] for e in sorted(curves["test"])],
-        "train_curve": [curves["train"][e] for e in sorted(curves["train"])],
+        "test_curve": curves["test_curve"],
+        "train_curve": curves["train_curve"],
         "minutes": report["seconds"] / 60,
-        "images_per_second": throughput[-1] if throughput else float("nan"),
+        "images_per_second": curves["throughput"][-1] if curves["throughput"] else float("nan"),
     }
 
 
