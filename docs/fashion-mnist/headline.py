@@ -15,7 +15,8 @@ erasing with probability 0.5 (torchvision's `RandomErasing` after normalizing; Z
 "Random Erasing Data Augmentation", 2017, report it lowering Fashion-MNIST's test error), since
 without augmentation the narrow model fitted its training images and stopped improving. Neither
 change was measured on its own at this scale: one run takes about 5.6 hours on a 2-core AMD
-EPYC (8 minutes of training and half a minute of testing per epoch).
+EPYC of the Zen 5 generation (8 minutes of training and half a minute of testing per epoch), and
+about three times that on a Zen 3 one, without AVX-512 (24 minutes of training per epoch).
 
 The run stops and continues (`runs.py` resumes it), so it can be spread over several sittings;
 `--table-only` prints the epochs so far without training.
