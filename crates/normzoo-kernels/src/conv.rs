@@ -216,14 +216,27 @@ mod tests {
         });
     }
 
-    /// ResNet's 3×3 convolutions with enough channels take Winograd's F(2×2, 3×3), forward
-    /// and input gradient; an odd-sized map leaves partial tiles on two edges.
+    /// ResNet's 3×3 convolutions with enough channels take Winograd's F(2×2, 3×3), forward and
+    /// input gradient, and on a CPU without AVX-512 weight gradient too; an odd-sized map leaves
+    /// partial tiles on two edges.
     #[test]
     fn winograd_3x3_on_an_odd_sized_map() {
         assert_matches_burn(Case {
             channels: [32, 40],
             input: [7, 5],
             bias: true,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn winograd_weight_gradient_alone_for_an_untracked_input() {
+        // As a network's first layer, whose images need no gradient: Winograd's weight
+        // gradient alone, on a CPU without AVX-512.
+        assert_matches_burn(Case {
+            channels: [32, 32],
+            input: [8, 6],
+            input_grad: false,
             ..Case::default()
         });
     }

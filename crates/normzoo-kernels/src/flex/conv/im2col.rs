@@ -10,6 +10,7 @@ use super::gemm::{
     ColumnMajor, RowMajor, Scratch, chunks, matmul, sized, split_runs, thread_runs, with_scratch,
 };
 use super::geometry::Geometry;
+use super::winograd_weight_grad;
 use crate::flex::buffers::{filled, flex_values, tensor_from, written_rows};
 
 /// `x` convolved with `weight` as `g` describes: per thread, a run of images; per chunk of
@@ -74,6 +75,7 @@ pub(super) fn convolve(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
 ///
 /// With stride 1 the input gradient is itself a convolution (see
 /// [`Geometry::transposed`]); otherwise it is `col2im(Wᵀ · dY)`. The weight gradient is
+/// Winograd's where that pays (see `winograd_weight_grad.rs`), else
 /// `dWᵀ = col · dYᵀ`, with `dY` repacked as `[(b, p), Co]`: gemm reads both operands in
 /// the order it packs them, unlike `dY · colᵀ`. Each thread sums its own run of the batch
 /// (a weight gradient is a small output over a long sum, which gemm's own threading splits
@@ -119,18 +121,23 @@ pub(super) fn backward(
         x,
         weight,
     };
-    let weight_grad_parts: Vec<Vec<f32>> = match need_weight || scatter {
+    let winograd_weight = need_weight && winograd_weight_grad::pays(g);
+    let im2col_weight = need_weight && !winograd_weight;
+    let weight_grad_parts: Vec<Vec<f32>> = match im2col_weight || scatter {
         true => runs
             .into_par_iter()
             .zip(x_grad_runs)
             .filter_map(|(run, x_grad)| {
-                backward_run(inputs, g, run, x_grad, need_weight, parallelism)
+                backward_run(inputs, g, run, x_grad, im2col_weight, parallelism)
             })
             .collect(),
         false => Vec::new(),
     };
-    let weight_grad = (!weight_grad_parts.is_empty())
-        .then(|| sum_transposed(&weight_grad_parts, g.col_rows(), g.channels_out));
+    let weight_grad = match winograd_weight {
+        true => Some(winograd_weight_grad::weight_grad(output_grad, x, g)),
+        false => (!weight_grad_parts.is_empty())
+            .then(|| sum_transposed(&weight_grad_parts, g.col_rows(), g.channels_out)),
+    };
     let x_grad = x_grad_convolved.or(x_grad_scattered);
     (
         x_grad.map(|values| tensor_from(values, [g.batch, g.channels_in, g.input[0], g.input[1]])),
@@ -202,9 +209,9 @@ pub(super) fn sum_transposed(parts: &[Vec<f32>], rows: usize, cols: usize) -> Ve
 /// What every run of [`backward`] reads.
 #[derive(Clone, Copy)]
 pub(super) struct RunInputs<'a> {
-    output_grad: &'a [f32],
-    x: &'a [f32],
-    weight: &'a [f32],
+    pub(super) output_grad: &'a [f32],
+    pub(super) x: &'a [f32],
+    pub(super) weight: &'a [f32],
 }
 
 /// One thread's share of [`backward`]: the images of `run`, in chunks of columns. Scatters

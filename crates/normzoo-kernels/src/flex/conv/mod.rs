@@ -4,8 +4,9 @@
 //! Files: the extension trait and its launch here, the autodiff registration in
 //! `autodiff.rs`, the depthwise convolution (ConvNeXt's) in `depthwise.rs`, the shapes in
 //! `geometry.rs`, the kernels (im2col, the three products, col2im) in `im2col.rs`, Winograd's
-//! forward pass (also the input gradient of a 3×3 stride-1 convolution) in `winograd.rs`, and
-//! the matrix products, thread runs and scratch buffers they share in `gemm.rs`.
+//! forward pass (also the input gradient of a 3×3 stride-1 convolution) in `winograd.rs`, its
+//! weight gradient in `winograd_weight_grad.rs`, and the matrix products, thread runs and
+//! scratch buffers they share in `gemm.rs`.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
@@ -24,6 +25,7 @@ mod gemm;
 mod geometry;
 mod im2col;
 mod winograd;
+mod winograd_weight_grad;
 
 /// The padding `[top, left, bottom, right]` of `conv`, where it does not depend on the
 /// input (`Same` does: burn computes it at each call).

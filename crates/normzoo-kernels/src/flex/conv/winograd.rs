@@ -25,11 +25,11 @@ use super::geometry::Geometry;
 use crate::flex::buffers::filled;
 
 /// Values in a transformed tile.
-const TILE: usize = 16;
+pub(super) const TILE: usize = 16;
 
 /// About this many tiles are transformed and multiplied at once: a chunk's `V` and `M` then
 /// take `16 · (Ci + Co) · 256` values, 2–4 MB for ResNet18's layers.
-const CHUNK_TILES: usize = 256;
+pub(super) const CHUNK_TILES: usize = 256;
 
 /// The fewest input and output channels for which Winograd's products beat im2col's one
 /// product: with fewer, the 16 products are too thin for gemm's blocking.
@@ -48,20 +48,20 @@ pub(super) fn applies(g: &Geometry) -> bool {
 
 /// How an image's output is cut into 2×2 blocks, each computed from one 4×4 input tile.
 #[derive(Clone, Copy)]
-struct Tiles {
-    rows: usize,
-    cols: usize,
+pub(super) struct Tiles {
+    pub(super) rows: usize,
+    pub(super) cols: usize,
 }
 
 impl Tiles {
-    fn of(g: &Geometry) -> Self {
+    pub(super) fn of(g: &Geometry) -> Self {
         Self {
             rows: g.output[0].div_ceil(2),
             cols: g.output[1].div_ceil(2),
         }
     }
 
-    fn per_image(self) -> usize {
+    pub(super) fn per_image(self) -> usize {
         self.rows * self.cols
     }
 }
@@ -144,7 +144,7 @@ fn transformed_weight(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
 ///
 /// A row of tiles at a time: `Bᵀ` combines its four input rows into four, element by
 /// element, then `B` combines each of those rows' columns two apart, every tile's at once.
-fn transform_input(
+pub(super) fn transform_input(
     x: &[f32],
     g: &Geometry,
     tiles: Tiles,
@@ -305,49 +305,62 @@ fn transform_output_of<const COLS: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// Winograd's result is im2col's (the direct sum) up to rounding, for maps of odd and
-    /// even sizes (partial tiles on the bottom and right edges; the widths with transforms
-    /// of their own and one without) and, at 8×8, a batch of 40 images where a chunk holds 16.
-    #[test]
-    fn matches_the_im2col_convolution() {
-        for (batch, ci, co, [h, w]) in [
+    /// 3×3 convolutions Winograd's transforms apply to: maps of odd and even sizes (partial
+    /// tiles on the bottom and right edges; the widths with transforms of their own and one
+    /// without) and, at 8×8, a batch of 40 images where a chunk holds 16.
+    pub(crate) fn geometries() -> impl Iterator<Item = Geometry> {
+        [
             (3, 32, 40, [5, 7]),
             (9, 48, 32, [4, 4]),
             (2, 32, 32, [9, 2]),
             (40, 32, 32, [8, 8]),
             (2, 32, 32, [3, 16]),
             (1, 32, 32, [2, 32]),
-        ] {
-            let g = Geometry {
-                batch,
-                channels_in: ci,
-                channels_out: co,
-                input: [h, w],
-                kernel: [3, 3],
-                output: [h, w],
-                stride: [1, 1],
-                padding: [1; 4],
-                dilation: [1, 1],
-            };
+        ]
+        .into_iter()
+        .map(|(batch, channels_in, channels_out, size)| Geometry {
+            batch,
+            channels_in,
+            channels_out,
+            input: size,
+            kernel: [3, 3],
+            output: size,
+            stride: [1, 1],
+            padding: [1; 4],
+            dilation: [1, 1],
+        })
+    }
+
+    /// `len` values in [−1, 1], a different sequence for each `seed`.
+    pub(crate) fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0)
+            .collect()
+    }
+
+    /// The largest difference between `expected` and `actual`, value by value.
+    pub(crate) fn worst_difference(expected: &[f32], actual: &[f32]) -> f32 {
+        expected
+            .iter()
+            .zip(actual)
+            .map(|(e, a)| (e - a).abs())
+            .fold(0.0f32, f32::max)
+    }
+
+    /// Winograd's result is im2col's (the direct sum) up to rounding.
+    #[test]
+    fn matches_the_im2col_convolution() {
+        for g in geometries() {
             assert!(applies(&g));
-            let values = |len: usize, seed: usize| -> Vec<f32> {
-                (0..len)
-                    .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0)
-                    .collect()
-            };
-            let x = values(batch * ci * h * w, 1);
-            let weight = values(co * ci * 9, 2);
+            let x = values(g.batch * g.channels_in * g.input[0] * g.input[1], 1);
+            let weight = values(g.channels_out * g.channels_in * 9, 2);
             let expected = super::super::im2col::convolve(&x, &weight, &g);
             let actual = convolve(&x, &weight, &g);
-            let worst = expected
-                .iter()
-                .zip(&actual)
-                .map(|(e, a)| (e - a).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst < 1e-4, "{batch}×{ci}→{co} at {h}×{w}: off by {worst}");
+            let worst = worst_difference(&expected, &actual);
+            assert!(worst < 1e-4, "{g:?}: off by {worst}");
         }
     }
 }
