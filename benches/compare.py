@@ -5,6 +5,8 @@
     python3 benches/compare.py --threads 2 --rounds 3 --no-conv
     python3 benches/compare.py --threads 2 --no-norms       # ResNet18-CIFAR's convolutions only
     python3 benches/compare.py --threads 2 --each-alone    # a process per normalizer case
+    python3 benches/compare.py --features vulkan --device wgpu --pytorch-device cuda \
+        --calls-per-sync 20                                # the normalizers on a GPU
 
 Builds our criterion benches (`benches/norms.rs`, `benches/conv.rs`) with cargo, then runs,
 round after round, ours (`--bench '/normzoo'`) and `benches/pytorch_norms.py` (`--conv`), each
@@ -18,6 +20,11 @@ page-fault mode, BENCHMARKS.md), and a case run after the others can hide it.
 Both sides get this process's environment, so they run on the same allocator: glibc's own
 unless `GLIBC_TUNABLES` or `LD_PRELOAD` change it (printed first), or `--features mimalloc`
 puts mimalloc under ours alone (printed too). Our numbers on the CPU are flex's.
+
+On a GPU (`--device wgpu`, built with `--features wgpu` or `vulkan`, beside `--pytorch-device
+cuda`) only the normalizers are compared (the convolution bench is flex's), and
+`--calls-per-sync k` has both sides issue k calls per wait for the device: one wait costs about a
+millisecond on wgpu, more than most of these layers' work.
 """
 
 import argparse
@@ -127,18 +134,29 @@ def main():
                         " (the normalizers only)")
     parser.add_argument("--measurement-time", type=float, default=3.0, help="criterion, seconds")
     parser.add_argument("--repeats", type=int, default=30, help="PyTorch's samples per case")
+    parser.add_argument("--device", default="flex",
+                        help="our normalizers' device (NORMZOO_BENCH_DEVICE), e.g. wgpu")
+    parser.add_argument("--pytorch-device", default="cpu", help="PyTorch's device: cpu or cuda")
+    parser.add_argument("--calls-per-sync", type=int, default=1,
+                        help="normalizer calls per wait for the device, on both sides")
     args = parser.parse_args()
 
     if args.no_norms and (args.no_conv or args.each_alone):
         parser.error("--no-norms leaves only the convolutions: not with --no-conv or --each-alone")
+    if args.device != "flex":
+        if args.no_norms:
+            parser.error(f"--device {args.device}: the convolution bench runs on flex only")
+        args.no_conv = True
     benches = ([] if args.no_norms else ["norms"]) + (
         [] if args.no_conv or args.each_alone else ["conv"])
     executables = build(args.profile, args.features, benches)
-    env = dict(os.environ)
+    env = dict(os.environ, NORMZOO_BENCH_DEVICE=args.device,
+               NORMZOO_BENCH_CALLS_PER_SYNC=str(args.calls_per_sync))
     criterion_args = ["--bench", "/normzoo", "--warm-up-time", "1",
                       "--measurement-time", str(args.measurement_time), "--noplot"]
     pytorch = [sys.executable, str(ROOT / "benches" / "pytorch_norms.py"),
-               "--repeats", str(args.repeats)]
+               "--repeats", str(args.repeats), "--device", args.pytorch_device,
+               "--calls-per-sync", str(args.calls_per_sync)]
     if args.threads:
         pytorch += ["--threads", str(args.threads)]
     if "conv" in benches:
@@ -170,7 +188,8 @@ def main():
                 for name, ms in pytorch_medians(run(pytorch_command, env)).items():
                     theirs.setdefault(name, []).append(ms)
 
-    print(f"{cpu()}, {os.cpu_count()} CPUs; our {args.profile} profile"
+    print(f"{cpu()}, {os.cpu_count()} CPUs; ours on {args.device}, PyTorch on"
+          f" {args.pytorch_device}, {args.calls_per_sync} call(s) per wait; our {args.profile} profile"
           + (f" with --features {args.features}" if args.features else "")
           + f"; allocator: {allocator(args.features)}; best median of {args.rounds} round(s), ms")
     print("| case | normzoo | PyTorch | normzoo ÷ PyTorch |")

@@ -6,6 +6,7 @@ of `benches/cifar_models.py`'s networks with `--model NAME`).
     python3 benches/pytorch_norms.py --threads 2            # CPU, as on our 2-core machine
     python3 benches/pytorch_norms.py --threads 2 --conv --resnet
     python3 benches/pytorch_norms.py --device cuda --resnet
+    python3 benches/pytorch_norms.py --device cuda --no-norms --resnet --precision f16   # AMP
     python3 benches/pytorch_norms.py --threads 2 --no-norms --model vgg16-bn-cifar
 
 Prints a Markdown table: median milliseconds of the forward pass and of forward + backward
@@ -15,6 +16,11 @@ from memory, which no layer inside a network gets), and the forward's bytes read
 per second. Inputs are uniform in [0, 1), as burn's `Distribution::Default`. Each call waits for
 the device; with `--calls-per-sync k`, a sample is k calls back to back and one wait, divided by
 k (as `NORMZOO_BENCH_CALLS_PER_SYNC` does for the Rust bench).
+
+`--precision f16` or `bf16` trains and infers the network in PyTorch's automatic mixed precision,
+as a PyTorch user would against `throughput --precision`: `torch.autocast` around the forward
+pass (f32 weights, each op in the precision autocast picks for it) and, for f16, a
+`torch.amp.GradScaler` for the loss. The normalizers and convolutions stay f32.
 """
 
 import argparse
@@ -119,29 +125,40 @@ def bench_conv(device, warmup, repeats):
         print(f"| {name} | {forward:.2f} | {both:.2f} |")
 
 
-def bench_model(name, device, train_batch, infer_batch, warmup, steps):
+# `--precision`: the dtype autocast computes in, None for plain f32.
+AUTOCAST = {"f32": None, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def bench_model(name, device, train_batch, infer_batch, warmup, steps, precision="f32"):
     """Training (one SGD step with momentum) and inference images/s of the CIFAR network `name`
-    on random 32×32 images, as `examples/throughput.rs` times ours."""
+    on random 32×32 images, as `examples/throughput.rs` times ours; in automatic mixed
+    precision (autocast, and a gradient scaler for f16) unless `precision` is f32."""
     torch.manual_seed(42)
     model = cifar_models.build(name).to(device)
     optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     images = torch.randn(train_batch, 3, 32, 32, device=device)
     labels = torch.arange(train_batch, device=device) % 10
+    dtype = AUTOCAST[precision]
+    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def train_step():
         optim.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
-        optim.step()
+        with autocast():
+            loss = loss_fn(model(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
 
     model.train()
     train_ms = median_ms(train_step, device, warmup, steps)
     model.eval()
     batch = torch.randn(infer_batch, 3, 32, 32, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         infer_ms = median_ms(lambda: model(batch), device, warmup, steps)
-    print(f"{name}: training batch {train_batch}: {train_batch / train_ms * 1e3:.1f} images/s;"
-          f" inference batch {infer_batch}: {infer_batch / infer_ms * 1e3:.1f} images/s")
+    print(f"{name}, {precision}: training batch {train_batch}: {train_batch / train_ms * 1e3:.1f}"
+          f" images/s; inference batch {infer_batch}: {infer_batch / infer_ms * 1e3:.1f} images/s")
 
 
 def main():
@@ -165,12 +182,14 @@ def main():
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--infer-batch", type=int, default=256)
     parser.add_argument("--resnet-steps", type=int, default=10)
+    parser.add_argument("--precision", choices=list(AUTOCAST), default="f32",
+                        help="the network's precision: f16 and bf16 through autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"PyTorch {torch.__version__} on {name}, fp32, median of {args.repeats}"
+    print(f"PyTorch {torch.__version__} on {name}, median of {args.repeats}"
           + (f" samples of {args.calls_per_sync} calls" if args.calls_per_sync > 1 else ""))
     passes = args.passes or ["forward", "forward+backward"]
     if not args.no_norms:
@@ -179,7 +198,8 @@ def main():
         bench_conv(device, args.warmup, min(args.repeats, 10))
     model = args.model or ("resnet18-cifar" if args.resnet else None)
     if model:
-        bench_model(model, device, args.train_batch, args.infer_batch, args.warmup, args.resnet_steps)
+        bench_model(model, device, args.train_batch, args.infer_batch, args.warmup,
+                    args.resnet_steps, args.precision)
 
 
 if __name__ == "__main__":
