@@ -40,22 +40,24 @@ ROOT = Path(__file__).resolve().parent.parent
 UNITS_MS = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def build(profile, features, benches):
-    """Builds `benches` and returns {name: executable}, as cargo reports them."""
-    command = ["cargo", "bench", "--profile", profile, "--no-run", "--message-format=json"]
+def build(profile, features, targets, kind="bench", env=None):
+    """Builds the `kind` targets (`bench`, `example`) named in `targets` and returns
+    {name: executable}, as cargo reports them."""
+    command = ["cargo", "build", "--profile", profile, "--message-format=json"]
     if features:
         command += ["--features", features]
-    for bench in benches:
-        command += ["--bench", bench]
+    for target in targets:
+        command += [f"--{kind}", target]
     print("building:", " ".join(command), file=sys.stderr)
-    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, check=True,
+                            text=True)
     executables = {}
     for line in result.stdout.splitlines():
         message = json.loads(line)
         target = message.get("target", {})
-        if message.get("executable") and "bench" in target.get("kind", []):
+        if message.get("executable") and kind in target.get("kind", []):
             executables[target["name"]] = message["executable"]
-    missing = [bench for bench in benches if bench not in executables]
+    missing = [target for target in targets if target not in executables]
     if missing:
         sys.exit(f"cargo built no executable for {', '.join(missing)}")
     return executables

@@ -19,13 +19,12 @@ With `--norms`, then the normalizers: `benches/compare.py --device wgpu --pytorc
 """
 
 import argparse
-import json
 import os
 import re
 import subprocess
 import sys
 
-from compare import ROOT, cpu
+from compare import ROOT, build, cpu
 
 # A row of `throughput`'s table: | device | train images/s | inference images/s | peak MB |
 THROUGHPUT_ROW = re.compile(r"^\| (\S+) \| ([\d.]+) \| ([\d.]+) \|")
@@ -35,18 +34,9 @@ PYTORCH_LINE = re.compile(r"training batch \d+: ([\d.]+) images/s; inference bat
 
 def build_throughput(features):
     """Builds the `throughput` example with `features` into `target/gpu/<features>` and
-    returns its executable, as cargo reports it."""
-    command = ["cargo", "build", "--release", "--example", "throughput", "--features", features,
-               "--message-format=json"]
+    returns its executable."""
     env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir(features)))
-    print("building:", " ".join(command), file=sys.stderr)
-    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, check=True,
-                            text=True)
-    for line in result.stdout.splitlines():
-        message = json.loads(line)
-        if message.get("executable") and message["target"]["name"] == "throughput":
-            return message["executable"]
-    sys.exit(f"cargo built no `throughput` executable with --features {features}")
+    return build("release", features, ["throughput"], kind="example", env=env)["throughput"]
 
 
 def target_dir(features):
